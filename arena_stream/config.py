@@ -1,0 +1,234 @@
+"""The one TOML configuration file, decoded into msgspec Structs.
+
+Unknown keys and wrong types are errors, reported with the path of the
+offending key (``ConfigError: Expected `float`, got `str` - at `$.routing.sft_margin```).
+Leaving ``[broker].bootstrap_servers`` out selects the embedded broker.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+Backend = Literal["openai", "transformers", "vllm"]
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, malformed or inconsistent."""
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class BrokerConfig(_Section):
+    bootstrap_servers: str | None = None  # None: start the embedded broker
+    embedded_port: int = 0  # 0: pick a free port
+    topic_prefix: str = "arena."
+    partitions: int = 4  # prompts, generations, battles, training buffers
+    replication_factor: int = 1
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    sasl_username: str | None = None
+    sasl_password_env: str | None = None  # the password is read from this variable
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    exactly_once: bool = False  # faust processing_guarantee; correctness never needs it
+    # Which broker's quirks to work around: "auto" = tansu when embedded, else kafka.
+    flavor: Literal["auto", "kafka", "tansu"] = "auto"
+
+
+class ModelConfig(_Section):
+    """What players and the judge share: where the model is and how to decode."""
+
+    backend: Backend = "transformers"
+    model: str = "smollm2"  # served name, local path, or "smollm2" (bundled)
+    base_url: str | None = None  # openai backend: ".../v1"
+    api_key_env: str | None = None  # name of the variable holding the API key
+    system_prompt: str | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    timeout_s: float = 120.0
+    max_retries: int = 3
+    backoff_s: float = 0.5  # first retry delay; doubles, capped, with jitter
+    backoff_max_s: float = 20.0
+    concurrency: int = 8  # in-flight requests to this model at most
+    seed: int | None = None
+    extra_body: dict[str, Any] = {}  # passed through to OpenAI-compatible servers
+
+
+class PlayerConfig(ModelConfig, kw_only=True):
+    name: str
+    role: Literal["target", "competitor"] = "competitor"
+
+
+class JudgeConfig(ModelConfig, kw_only=True):
+    template: str | None = None  # path to a prompt template; default: built in
+    template_version: str | None = None
+    scoring: Literal["auto", "parse", "logprobs"] = "auto"  # logprobs: in-process only
+    max_tokens: int = 384
+
+
+class BattlesConfig(_Section):
+    mode: Literal["target-vs-competitors", "round-robin"] = "target-vs-competitors"
+    deadline_s: float = 600.0  # form battles with whoever answered by then
+    tie_margin: float = 0.0  # |mean score difference| <= this counts as a tie
+
+
+class RatingsConfig(_Section):
+    k: float = 4.0
+    scale: float = 400.0
+    base: float = 10.0
+    initial: float = 1000.0
+    snapshot_every: int = 50  # judgments between Bradley-Terry snapshots (0: never)
+
+
+class RoutingConfig(_Section):
+    sft_margin: float = 3.0
+    dpo_margin: float = 2.0
+
+
+class LimitsConfig(_Section):
+    max_prompt_bytes: int = 256_000
+    max_turns: int = 64
+
+
+class TrainingConfig(_Section):
+    enabled: bool = True
+    sft_batch: int = 64
+    dpo_batch: int = 64
+    max_wait_s: float = 0.0  # >0: fire a partial batch after this long (time trigger)
+    min_batch: int = 1  # a time-triggered job needs at least this many samples
+    schedule: list[Literal["sft", "dpo", "ppo"]] = msgspec.field(
+        default_factory=lambda: ["sft", "dpo"]
+    )
+    model_dir: str = ".arena-stream/models"
+    lora: bool = True
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    dpo_beta: float = 0.1
+    seed: int = 0
+
+
+class WebConfig(_Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 6066
+
+
+class Config(_Section):
+    broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
+    players: list[PlayerConfig] = []
+    judge: JudgeConfig = msgspec.field(default_factory=JudgeConfig)
+    battles: BattlesConfig = msgspec.field(default_factory=BattlesConfig)
+    ratings: RatingsConfig = msgspec.field(default_factory=RatingsConfig)
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    training: TrainingConfig = msgspec.field(default_factory=TrainingConfig)
+    web: WebConfig = msgspec.field(default_factory=WebConfig)
+    app_id: str = "arena-stream"
+    data_dir: str = ".arena-stream"
+
+    @property
+    def target(self) -> PlayerConfig:
+        return next(p for p in self.players if p.role == "target")
+
+    @property
+    def competitors(self) -> list[PlayerConfig]:
+        return [p for p in self.players if p.role != "target"]
+
+    def player(self, name: str) -> PlayerConfig:
+        for p in self.players:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+def validate(config: Config) -> Config:
+    """Check what the types cannot: one target, unique names, usable backends."""
+    names = [p.name for p in config.players]
+    if not config.players:
+        raise ConfigError("at least one [[players]] entry is required")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"player names must be unique, repeated: {', '.join(dupes)}")
+    for name in names:
+        if not name or any(c in name for c in "@/ \t"):
+            raise ConfigError(f"player name {name!r} must be non-empty without '@', '/' or spaces")
+    targets = [p.name for p in config.players if p.role == "target"]
+    if len(targets) != 1:
+        raise ConfigError(f'exactly one player must have role = "target", found {len(targets)}')
+    if len(config.players) < 2:
+        raise ConfigError("battles need at least two players")
+    for spec, where in [
+        *((p, f"players.{p.name}") for p in config.players),
+        (config.judge, "judge"),
+    ]:
+        if spec.backend == "openai" and not spec.base_url:
+            raise ConfigError(f'{where}: backend "openai" needs base_url')
+        if spec.concurrency < 1 or spec.max_retries < 0 or spec.max_tokens < 1:
+            raise ConfigError(f"{where}: concurrency and max_tokens must be >= 1, max_retries >= 0")
+    if config.broker.partitions < 1:
+        raise ConfigError("broker.partitions must be >= 1")
+    if not config.training.schedule:
+        raise ConfigError("training.schedule must name at least one kind")
+    return config
+
+
+def loads(text: str, *, source: str = "<config>") -> Config:
+    try:
+        config = msgspec.toml.decode(text, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return validate(config)
+
+
+def load(path: str | os.PathLike[str] | None) -> Config:
+    """Load a config file; ``None`` gives the embedded default (bundled SmolLM2)."""
+    if path is None:
+        return default_config()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    return loads(p.read_text(encoding="utf-8"), source=str(p))
+
+
+def default_config() -> Config:
+    """The embedded default: SmolLM2-135M as target, two competitors and the judge."""
+    from importlib.resources import files
+
+    text = files("arena_stream").joinpath("data", "default.toml").read_text(encoding="utf-8")
+    return loads(text, source="embedded default")
+
+
+def api_key(spec: ModelConfig) -> str | None:
+    """The API key named by ``api_key_env``, read from the environment at call time."""
+    if not spec.api_key_env:
+        return None
+    value = os.environ.get(spec.api_key_env)
+    if value is None:
+        raise ConfigError(f"environment variable {spec.api_key_env} (api_key_env) is not set")
+    return value
+
+
+def secrets(config: Config) -> list[str]:
+    """Every secret value the config points at, for log redaction."""
+    names = [p.api_key_env for p in config.players] + [
+        config.judge.api_key_env,
+        config.broker.sasl_password_env,
+    ]
+    return [os.environ[n] for n in names if n and os.environ.get(n)]

@@ -1,0 +1,123 @@
+"""Following a run from the outside: which prompts are done, the standings, the versions.
+
+A prompt is done when it was rejected at intake, or when every player has
+reported for it and each of its battles has a rating update or a judge dead
+letter. The tracker recomputes a prompt's battle ids with the same rule the
+stream uses, so it needs no extra bookkeeping events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from arena_stream.battles import form_battles
+from arena_stream.config import Config
+from arena_stream.ratings_view import Standing, latest_ratings
+from schemas import (
+    DeadLetter,
+    Generation,
+    JobStatus,
+    LeaderboardSnapshot,
+    ModelVersion,
+    RatingUpdate,
+    TrainingJob,
+    decode,
+)
+
+TOPICS = ("generations", "ratings", "deadletter", "models", "jobs", "leaderboard")
+
+
+@dataclass
+class PromptState:
+    generations: dict[str, Generation] = field(default_factory=dict)
+    battles: set[str] | None = None
+    rejected: str | None = None
+
+
+@dataclass
+class Tracker:
+    config: Config
+    prompts: dict[str, PromptState] = field(default_factory=dict)
+    rated: set[str] = field(default_factory=set)
+    failed_battles: set[str] = field(default_factory=set)
+    updates: dict[str, RatingUpdate] = field(default_factory=dict)
+    versions: list[ModelVersion] = field(default_factory=list)
+    jobs: dict[str, str] = field(default_factory=dict)  # job id -> last state
+    snapshot: LeaderboardSnapshot | None = None
+    dead_letters: int = 0
+
+    def expect(self, prompt_ids: list[str]) -> None:
+        for pid in prompt_ids:
+            self.prompts.setdefault(pid, PromptState())
+
+    def feed(self, topic_key: str, value: bytes) -> None:
+        # Not ours to judge: the stream dead-letters bad records.
+        with contextlib.suppress(msgspec.MsgspecError):
+            self._feed(topic_key, value)
+
+    def _feed(self, key: str, value: bytes) -> None:
+        if key == "generations":
+            gen = decode(value, Generation)
+            state = self.prompts.get(gen.prompt_id)
+            if state is None or state.battles is not None:
+                return
+            state.generations[gen.player] = gen
+            if set(gen.expected_players) <= set(state.generations):
+                formed = form_battles(list(state.generations.values()),
+                                      mode=self.config.battles.mode,
+                                      target_player=self.config.target.name, now=0.0)
+                state.battles = {b.id for b in formed}
+        elif key == "ratings":
+            u = decode(value, RatingUpdate)
+            self.rated.add(u.battle_id)
+            self.updates[f"{u.model}"] = u
+        elif key == "deadletter":
+            d = decode(value, DeadLetter)
+            self.dead_letters += 1
+            if d.stage == "judge" and d.ref:
+                self.failed_battles.add(d.ref)
+            elif d.stage == "intake" and d.key in self.prompts:
+                self.prompts[d.key].rejected = d.reason
+        elif key == "models":
+            self.versions.append(decode(value, ModelVersion))
+        elif key == "jobs":
+            if b'"sample_ids"' in value:
+                self.jobs.setdefault(decode(value, TrainingJob).id, "emitted")
+            else:
+                status = decode(value, JobStatus)
+                if status.state != "tick":
+                    self.jobs[status.job_id] = status.state
+        elif key == "leaderboard":
+            self.snapshot = decode(value, LeaderboardSnapshot)
+
+    def is_done(self, pid: str) -> bool:
+        state = self.prompts[pid]
+        if state.rejected:
+            return True
+        if state.battles is None:
+            return False
+        return all(b in self.rated or b in self.failed_battles for b in state.battles)
+
+    def counts(self) -> dict[str, Any]:
+        done = sum(self.is_done(p) for p in self.prompts)
+        answered = sum(s.battles is not None or bool(s.rejected) for s in self.prompts.values())
+        battles = sum(len(s.battles or ()) for s in self.prompts.values())
+        judged = sum(
+            len([b for b in (s.battles or ()) if b in self.rated or b in self.failed_battles])
+            for s in self.prompts.values()
+        )
+        return {"prompts": len(self.prompts), "answered": answered, "done": done,
+                "battles": battles, "judged": judged}
+
+    def all_done(self) -> bool:
+        return all(self.is_done(p) for p in self.prompts)
+
+    def jobs_busy(self) -> bool:
+        return any(s not in ("finished", "failed") for s in self.jobs.values())
+
+    def standings(self) -> list[Standing]:
+        return latest_ratings(self.updates.values())

@@ -1,0 +1,105 @@
+"""The registry of topics: every name, its partition count and what it carries.
+
+Names live under a configurable prefix (default ``arena.``). Everything about
+one prompt is keyed by the prompt id, so its generations, battles and
+judgments stay in order on one partition. The stages whose state spans all
+prompts (ratings, training buffers, jobs, versions) use one partition: Elo is
+sequential by nature, and a single ordered log makes "which samples belong to
+which job" a plain offset range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arena_stream.config import BrokerConfig
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    key: str  # short name used in code and on the command line: "judgments"
+    suffix: str  # appended to the prefix: "judgments" -> "arena.judgments"
+    event: str  # schemas.EVENT_TYPES key of what it carries
+    partitioned: bool  # True: config.broker.partitions; False: one partition
+    doc: str
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("prompts", "prompts", "prompt", True, "prompts published by users (key: prompt id)"),
+    TopicSpec(
+        "accepted",
+        "prompts.accepted",
+        "prompt",
+        True,
+        "validated, deduplicated prompts the players answer (internal)",
+    ),
+    TopicSpec("generations", "generations", "generation", True, "one per player and prompt"),
+    TopicSpec("battles", "battles", "battle", True, "answer pairs waiting for the judge"),
+    TopicSpec("judgments", "judgments", "judgment", False, "the judge's verdicts, the rating log"),
+    TopicSpec("ratings", "ratings", "rating", False, "every Elo change (key: model)"),
+    TopicSpec(
+        "leaderboard",
+        "leaderboard",
+        "leaderboard",
+        False,
+        "periodic Bradley-Terry snapshots with 95% intervals",
+    ),
+    TopicSpec("sft", "train.sft", "sft", False, "SFT samples: battles the target lost"),
+    TopicSpec("dpo", "train.dpo", "dpo", False, "DPO pairs from decided target battles"),
+    TopicSpec("jobs", "train.jobs", "job", False, "training jobs and their progress"),
+    TopicSpec("models", "models", "model", False, "trained model versions"),
+    TopicSpec(
+        "deadletter", "deadletter", "deadletter", False, "what could not be processed, and why"
+    ),
+)
+
+BY_KEY = {t.key: t for t in TOPICS}
+
+# Tables keep their state in changelog topics named "<app_id>-<table>-changelog";
+# they are declared up front with the right partition count like every other topic.
+TABLES: dict[str, bool] = {  # table name -> partitioned like the prompt topics?
+    "prompt_digests": True,
+    "pending": True,
+    "judged": True,
+    "ratings": False,
+    "rating_log": False,
+    "routed": False,
+    "buffers": False,
+}
+
+
+class Topics:
+    """Resolved names and partition counts for one configuration."""
+
+    def __init__(self, broker: BrokerConfig, app_id: str = "arena-stream") -> None:
+        self.prefix = broker.topic_prefix
+        self.partitions = broker.partitions
+        self.app_id = app_id
+
+    def name(self, key: str) -> str:
+        """Full topic name for a registry key; a full name passes through unchanged."""
+        spec = BY_KEY.get(key)
+        if spec is None:
+            for s in TOPICS:
+                if self.prefix + s.suffix == key:
+                    return key
+            raise KeyError(f"unknown topic {key!r}; known: {', '.join(BY_KEY)}")
+        return self.prefix + spec.suffix
+
+    def spec(self, key_or_name: str) -> TopicSpec:
+        name = self.name(key_or_name)
+        return next(s for s in TOPICS if self.prefix + s.suffix == name)
+
+    def partitions_of(self, key: str) -> int:
+        return self.partitions if self.spec(key).partitioned else 1
+
+    def changelog(self, table: str) -> str:
+        return f"{self.app_id}-{table}-changelog"
+
+    def all(self) -> dict[str, int]:
+        """Every topic this configuration needs, with its partition count."""
+        out = {self.prefix + s.suffix: (self.partitions if s.partitioned else 1) for s in TOPICS}
+        for table, partitioned in TABLES.items():
+            out[self.changelog(table)] = self.partitions if partitioned else 1
+        out[f"{self.app_id}-__assignor-__leader"] = 1  # faust's leader election topic
+        return out

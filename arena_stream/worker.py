@@ -1,0 +1,72 @@
+"""Starting and stopping the faust worker inside our own event loop.
+
+``arena-stream worker`` runs it until a signal; ``arena-stream run`` runs it
+beside the publisher, the trainer and the live display, and stops it when the
+prompts are judged. Topics are created before faust looks at them (see
+:mod:`arena_stream.broker` for why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+
+from arena_stream.broker import ensure_topics, wait_for_broker
+from arena_stream.config import Config
+from arena_stream.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+
+async def prepare(config: Config) -> None:
+    """Wait for the broker and create every topic and changelog this config needs."""
+    await wait_for_broker(config)
+    await ensure_topics(config, Topics(config.broker, config.app_id).all())
+
+
+@contextlib.asynccontextmanager
+async def running_worker(config: Config, runtime: Any = None) -> AsyncIterator[Any]:
+    """Run the stream agents in this loop; yields the faust app."""
+    import faust
+
+    from streams.app import create_app
+
+    await prepare(config)
+    app = create_app(config, runtime)
+    worker = faust.Worker(
+        app,
+        loglevel=logging.WARNING,
+        override_logging=False,
+        redirect_stdouts=False,
+        loop=asyncio.get_running_loop(),
+        quiet=True,
+        daemon=False,
+    )
+    await worker.start()
+    log.info("worker.started", app_id=config.app_id, broker=config.broker.bootstrap_servers)
+    try:
+        yield app
+    finally:
+        with contextlib.suppress(Exception):
+            await worker.stop()
+        with contextlib.suppress(Exception):
+            await app.arena_runtime.aclose()
+        log.info("worker.stopped", counters=dict(app.arena_runtime.counters))
+
+
+async def wait_until_ready(app: Any, timeout: float = 60.0) -> None:
+    """Wait until the consumer has its partitions and tables have recovered."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        consumer = getattr(app, "consumer", None)
+        recovered = app.tables.recovery.completed.is_set() if app.tables else True
+        if consumer is not None and consumer.assignment() and recovered:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the worker did not get its partitions in time")

@@ -1,0 +1,391 @@
+"""The agents. Each is thin: decode, call the domain, send, remember what it did.
+
+No agent lets an exception escape: faust would ack the event and move on
+(or crash the worker), so anything unexpected becomes a dead letter instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import faust
+import msgspec
+import structlog
+
+from arena_stream import battles as battle_rules
+from arena_stream import routing
+from arena_stream.config import Config
+from arena_stream.deadletter import dead_letter, message_meta
+from arena_stream.elo import EloBook, PlayerRating
+from arena_stream.judge import JudgeFailed
+from arena_stream.retry import CallFailed
+from arena_stream.validation import InvalidPrompt, parse_prompt
+from schemas import (
+    Battle,
+    Generation,
+    Judgment,
+    Prompt,
+    RatingUpdate,
+    SFTSample,
+    decode,
+    encode,
+)
+from streams.runtime import Runtime
+
+log = structlog.get_logger("arena_stream.streams")
+
+
+def register(
+    app: faust.App,
+    config: Config,
+    rt: Runtime,
+    topics: dict[str, faust.TopicT],
+    tables: dict[str, faust.TableT],
+) -> None:
+    async def send(key: str, topic: str, event: Any) -> None:
+        await topics[topic].send(key=key.encode(), value=encode(event))
+
+    async def send_dead(letter: Any) -> None:
+        rt.counters[f"deadletter.{letter.stage}"] += 1
+        log.warning(
+            "deadletter",
+            stage=letter.stage,
+            reason=letter.reason,
+            ref=letter.ref,
+            error=letter.error[:300],
+        )
+        await send(letter.ref or letter.key or "", "deadletter", letter)
+
+    async def guard(stage: str, event: Any, ref: str | None, work: Any) -> None:
+        """Run one event's work; anything unexpected is dead-lettered, never raised."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("agent.error", stage=stage, ref=ref)
+            await send_dead(
+                dead_letter(
+                    stage=stage,
+                    reason="internal_error",
+                    error=f"{type(exc).__name__}: {exc}",
+                    original=event.message.value,
+                    ref=ref,
+                    **message_meta(event),
+                )
+            )
+
+    # -- intake: validate, deduplicate, forward ---------------------------------------------
+
+    digests = tables["prompt_digests"]
+
+    @app.agent(topics["prompts"], name="intake")
+    async def intake(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await guard("intake", event, None, _intake(event))
+
+    async def _intake(event: Any) -> None:
+        raw: bytes | None = event.message.value
+        try:
+            prompt = parse_prompt(raw, config.limits)
+        except InvalidPrompt as exc:
+            await send_dead(
+                dead_letter(
+                    stage="intake",
+                    reason=exc.reason,
+                    error=exc.message,
+                    original=raw,
+                    **message_meta(event),
+                )
+            )
+            return
+        seen = digests.get(prompt.id)
+        if seen is not None:
+            if seen != prompt.digest:
+                await send_dead(
+                    dead_letter(
+                        stage="intake",
+                        reason="duplicate_id",
+                        error=f"prompt id {prompt.id!r} was already used for different content",
+                        original=raw,
+                        ref=prompt.id,
+                        **message_meta(event),
+                    )
+                )
+            else:
+                rt.counters["intake.duplicate"] += 1
+                log.info("prompt.duplicate_ignored", prompt_id=prompt.id)
+            return
+        prompt.round = rt.round()
+        prompt.ts = time.time()
+        await send(prompt.id, "accepted", prompt)
+        digests[prompt.id] = prompt.digest
+        rt.counters["intake.accepted"] += 1
+        log.debug("prompt.accepted", prompt_id=prompt.id)
+
+    # -- generate: one agent per player, so a slow player queues only its own work --------
+
+    expected_players = [p.name for p in config.players]
+
+    def make_generator(player: str, concurrency: int) -> None:
+        async def generate(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                await guard(f"generate.{player}", event, None, _generate(player, event))
+
+        app.agent(topics["accepted"], name=f"generate-{player}", concurrency=concurrency)(generate)
+
+    async def _generate(player: str, event: Any) -> None:
+        prompt = decode(event.message.value, Prompt)
+        client = rt.client(player)
+        version = client.version
+        model = rt.rated_name(player)
+        base = dict(
+            id=f"{prompt.id}/{model}",
+            prompt_id=prompt.id,
+            player=player,
+            model=model,
+            version=version,
+            round=prompt.round,
+            messages=prompt.messages,
+            category=prompt.category,
+            expected_players=expected_players,
+        )
+        started = time.perf_counter()
+        messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+        try:
+            done = await asyncio.wait_for(client.complete(messages), config.battles.deadline_s)
+        except (CallFailed, TimeoutError) as exc:
+            reason = exc.reason if isinstance(exc, CallFailed) else "deadline"
+            attempts = exc.attempts if isinstance(exc, CallFailed) else 0
+            error = str(exc) or f"no answer within the {config.battles.deadline_s}s deadline"
+            gen = Generation(
+                **base,
+                ok=False,
+                error=f"{reason}: {error}",
+                latency_s=time.perf_counter() - started,
+                attempts=attempts,
+                ts=time.time(),
+            )
+            await send_dead(
+                dead_letter(
+                    stage="generate",
+                    reason=reason,
+                    error=f"player {player}: {error}",
+                    original=event.message.value,
+                    ref=prompt.id,
+                    attempts=attempts,
+                    **message_meta(event),
+                )
+            )
+        else:
+            gen = Generation(
+                **base,
+                answer=done.text,
+                latency_s=done.latency_s,
+                prompt_tokens=done.prompt_tokens,
+                completion_tokens=done.completion_tokens,
+                attempts=done.attempts,
+                ts=time.time(),
+            )
+            rt.counters[f"generate.{player}"] += 1
+            log.info(
+                "generation",
+                prompt_id=prompt.id,
+                player=player,
+                model=model,
+                latency_s=round(done.latency_s, 3),
+                tokens=done.completion_tokens,
+            )
+        await send(prompt.id, "generations", gen)
+
+    for p in config.players:
+        make_generator(p.name, p.concurrency)
+
+    # -- collect: wait for every player, then form the battles once -----------------------
+
+    pending = tables["pending"]
+
+    @app.agent(topics["generations"], name="collect")
+    async def collect(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await guard("battle", event, None, _collect(event))
+
+    async def _collect(event: Any) -> None:
+        gen = decode(event.message.value, Generation)
+        state = pending.get(gen.prompt_id) or {"gens": {}, "done": False}
+        if state["done"] or gen.player in state["gens"]:
+            return  # a redelivered generation, or a late one after the battles formed
+        state["gens"][gen.player] = msgspec.to_builtins(gen)
+        expected = set(gen.expected_players or expected_players)
+        if expected <= set(state["gens"]):
+            gens = [msgspec.convert(g, Generation) for g in state["gens"].values()]
+            formed = battle_rules.form_battles(
+                gens, mode=config.battles.mode, target_player=config.target.name, now=time.time()
+            )
+            for b in formed:
+                await send(b.prompt_id, "battles", b)
+            rt.counters["battles.formed"] += len(formed)
+            log.info("battles.formed", prompt_id=gen.prompt_id, battles=[b.id for b in formed])
+            state = {"gens": {}, "done": True, "battles": [b.id for b in formed]}
+        pending[gen.prompt_id] = state
+
+    # -- judge: two games per battle ------------------------------------------------------
+
+    judged = tables["judged"]
+
+    @app.agent(topics["battles"], name="judge", concurrency=config.judge.concurrency)
+    async def judge(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await guard("judge", event, None, _judge(event))
+
+    async def _judge(event: Any) -> None:
+        battle = decode(event.message.value, Battle)
+        if judged.get(battle.id):
+            return
+        structlog.contextvars.bind_contextvars(prompt_id=battle.prompt_id, battle_id=battle.id)
+        try:
+            verdict = await rt.judge.judge(battle)
+        except JudgeFailed as exc:
+            await send_dead(
+                dead_letter(
+                    stage="judge",
+                    reason=exc.reason,
+                    error=exc.message,
+                    original=event.message.value,
+                    ref=battle.id,
+                    attempts=exc.attempts,
+                    **message_meta(event),
+                )
+            )
+            return
+        finally:
+            structlog.contextvars.unbind_contextvars("prompt_id", "battle_id")
+        await send(battle.prompt_id, "judgments", verdict)
+        judged[battle.id] = True
+        rt.counters["judgments"] += 1
+        log.info(
+            "judgment",
+            prompt_id=battle.prompt_id,
+            battle_id=battle.id,
+            model_a=verdict.model_a,
+            model_b=verdict.model_b,
+            winner=verdict.winner,
+            score_a=verdict.score_a,
+            score_b=verdict.score_b,
+            rule=verdict.rule,
+        )
+
+    # -- rate: incremental Elo, each judgment counted once --------------------------------
+
+    ratings = tables["ratings"]
+    rating_log = tables["rating_log"]
+
+    @app.agent(topics["judgments"], name="rate")
+    async def rate(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await guard("ratings", event, None, _rate(event))
+
+    async def _rate(event: Any) -> None:
+        offset = event.message.offset
+        j = decode(event.message.value, Judgment)
+        first = rating_log.get(j.battle_id)
+        if first is not None and first != offset:
+            rt.counters["ratings.duplicate"] += 1
+            log.info(
+                "judgment.duplicate_ignored", battle_id=j.battle_id, offset=offset, counted_at=first
+            )
+            return
+        book_state = ratings.get("book") or {"last_offset": -1, "players": {}, "pairs": {}}
+        if book_state["last_offset"] >= offset:
+            if first is None:  # the book landed, the log entry did not: repair it
+                rating_log[j.battle_id] = offset
+            return
+        rating_log[j.battle_id] = offset
+        book = EloBook(
+            config.ratings, {m: PlayerRating.from_dict(d) for m, d in book_state["players"].items()}
+        )
+        s_a, d_a, d_b = book.deltas(j.model_a, j.model_b, j.winner)
+        book.apply(j.model_a, j.model_b, j.winner)
+        pair = f"{j.model_a}\x1f{j.model_b}"
+        counts = book_state["pairs"].get(pair, [0, 0, 0])
+        counts[{"model_a": 0, "model_b": 1, "tie": 2}[j.winner]] += 1
+        book_state["pairs"][pair] = counts
+        now = time.time()
+        for model, opponent, outcome, delta in (
+            (j.model_a, j.model_b, s_a, d_a),
+            (j.model_b, j.model_a, 1.0 - s_a, d_b),
+        ):
+            p = book.get(model)
+            await send(
+                model,
+                "ratings",
+                RatingUpdate(
+                    model=model,
+                    rating=round(p.rating, 4),
+                    battles=p.battles,
+                    battle_id=j.battle_id,
+                    delta=round(delta, 4),
+                    opponent=opponent,
+                    outcome=outcome,
+                    wins=p.wins,
+                    losses=p.losses,
+                    ties=p.ties,
+                    judgment_offset=offset,
+                    ts=now,
+                ),
+            )
+        book_state["players"] = {m: p.to_dict() for m, p in book.players.items()}
+        book_state["last_offset"] = offset
+        book_state["judgments"] = book_state.get("judgments", 0) + 1
+        ratings["book"] = book_state
+        rt.counters["ratings.applied"] += 1
+        every = config.ratings.snapshot_every
+        if every and book_state["judgments"] % every == 0:
+            await _snapshot(book_state)
+
+    async def _snapshot(book_state: dict[str, Any]) -> None:
+        from arena_stream.snapshots import leaderboard_snapshot
+
+        try:
+            snap = await asyncio.to_thread(
+                leaderboard_snapshot, book_state["pairs"], book_state["judgments"]
+            )
+        except Exception as exc:  # a snapshot is a convenience; never stop the ratings
+            log.warning("leaderboard.snapshot_failed", error=str(exc))
+            return
+        if snap is not None:
+            await send("leaderboard", "leaderboard", snap)
+
+    # -- route: losses become training data -----------------------------------------------
+
+    routed = tables["routed"]
+
+    @app.agent(topics["judgments"], name="route")
+    async def route(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await guard("route", event, None, _route(event))
+
+    async def _route(event: Any) -> None:
+        j = decode(event.message.value, Judgment)
+        if routed.get(j.battle_id):
+            return
+        for sample in routing.route(j, config.routing, now=time.time()):
+            topic = "sft" if isinstance(sample, SFTSample) else "dpo"
+            await send(j.prompt_id, topic, sample)
+            rt.counters[f"route.{topic}"] += 1
+            log.info(
+                "sample.routed",
+                kind=topic,
+                battle_id=j.battle_id,
+                prompt_id=j.prompt_id,
+                margin=j.margin,
+            )
+        routed[j.battle_id] = True
+
+    # -- training trigger and model versions (the flywheel) -------------------------------
+
+    from streams import flywheel
+
+    flywheel.register(app, config, rt, topics, tables, send)

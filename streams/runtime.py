@@ -1,0 +1,54 @@
+"""What the agents share in one worker process: model clients, the judge, counters.
+
+Clients are created lazily so a worker only loads the models its agents use.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+from arena_stream.config import Config
+from arena_stream.judge import Judge
+from arena_stream.players import ChatClient, build_client
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clients: dict[str, ChatClient] | None = None,
+        judge: Judge | None = None,
+    ) -> None:
+        self.config = config
+        self._clients: dict[str, ChatClient] = dict(clients or {})
+        self._judge = judge
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.versions: dict[str, dict[str, Any]] = {}  # player -> latest ModelVersion (as dict)
+
+    def client(self, player: str) -> ChatClient:
+        client = self._clients.get(player)
+        if client is None:
+            client = self._clients[player] = build_client(self.config.player(player), player)
+        return client
+
+    @property
+    def judge(self) -> Judge:
+        if self._judge is None:
+            self._judge = Judge(self.config.judge, self.config.battles)
+        return self._judge
+
+    def rated_name(self, player: str) -> str:
+        """The name ratings use: ``target@v3`` for the target, the plain name otherwise."""
+        if self.config.player(player).role == "target":
+            return f"{player}@v{self.client(player).version}"
+        return player
+
+    def round(self) -> int:
+        target = self.versions.get(self.config.target.name)
+        return int(target.get("round", 0)) if target else 0
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
