@@ -21,8 +21,6 @@ from schemas import (
 )
 from tests.helpers import count, events, prompt, publish_raw, wait_for
 
-pytestmark = pytest.mark.asyncio
-
 BAD_INPUT = [
     (b"bad1", b"{not json", "invalid_json"),
     (b"bad2", b'{"id": "bad2", "prompt": 42}', "invalid_shape"),
