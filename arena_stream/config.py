@@ -20,7 +20,7 @@ class ConfigError(ValueError):
     """The configuration file is missing, malformed or inconsistent."""
 
 
-class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     pass
 
 

@@ -1,0 +1,127 @@
+"""Restarts, replay and audit on the embedded broker, through the real CLI where users use it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import msgspec
+import polars as pl
+
+from arena_stream.audit import audit
+from arena_stream.cli import main as cli
+from arena_stream.replay import read_window
+from arena_stream.worker import running_worker, wait_until_ready
+from schemas import Generation, Judgment, RatingUpdate
+from tests.helpers import count, events, prompt, publish_raw, wait_for
+
+
+async def run_until(config, key: str, n: int, timeout: float = 90) -> None:
+    async with running_worker(config) as app:
+        await wait_until_ready(app)
+
+        async def enough() -> bool:
+            return await count(config, key) >= n
+
+        await wait_for(enough, timeout=timeout)
+
+
+async def test_restarted_worker_recovers_its_tables_and_the_audit_agrees(make_config, stub):
+    config = make_config(stub.base_url)
+    await publish_raw(config, [prompt(f"p{i}", f"q{i}") for i in range(5)])
+    await run_until(config, "ratings", 10)
+    first_stop = time.time()
+
+    # a second worker with the same app id: tables come back from their changelogs
+    await publish_raw(config, [prompt(f"p{i}", f"q{i}") for i in range(5, 10)]
+                      + [prompt("p0", "q0")])  # a re-send of an old prompt
+    await run_until(config, "ratings", 20)
+
+    gens = await events(config, "generations", Generation)
+    judgments = await events(config, "judgments", Judgment)
+    ratings = await events(config, "ratings", RatingUpdate)
+    assert len(gens) == 20 and len({g.id for g in gens}) == 20  # p0 was not played again
+    assert len(judgments) == 10 and len(ratings) == 20
+    last = {r.model: r for r in ratings}
+    assert last["comp"].battles == 10 and last["target@v0"].battles == 10  # the book continued
+
+    report = await audit(config)
+    assert report.ok, report.render()
+    assert report.judgments == 10 and set(report.table) == {"comp", "target@v0"}
+
+    # replay: by offset, by time, and past the end (where tansu's answer is 0)
+    all_rows = await read_window(config, "judgments")
+    assert [r.offset for r in all_rows] == list(range(10))
+    later = await read_window(config, "judgments", from_time=first_stop)
+    assert 0 < len(later) <= 5 and all(r.timestamp_ms >= first_stop * 1000 for r in later)
+    assert await read_window(config, "judgments", from_time=time.time() + 3600) == []
+    assert len(await read_window(config, "judgments", from_offset=7)) == 3
+
+
+async def test_audit_reports_a_tampered_rating(make_config, stub):
+    config = make_config(stub.base_url)
+    await publish_raw(config, [prompt("p0", "q0")])
+    await run_until(config, "ratings", 2)
+    from arena_stream.kafka_io import producer, topic_name
+
+    forged = RatingUpdate(model="comp", rating=1234.0, battles=1, battle_id="forged", delta=0,
+                          opponent="x", outcome=1.0, judgment_offset=99)
+    async with producer(config) as p:
+        await p.send_and_wait(topic_name(config, "ratings"), msgspec.json.encode(forged),
+                              key=b"comp")
+    report = await audit(config)
+    assert not report.ok and any("comp: topic has 1234.0000" in d for d in report.differences)
+
+
+def test_cli_publish_ratings_replay_audit_deadletter(make_config, stub, tmp_path: Path,
+                                                     capsys) -> None:
+    import asyncio
+
+    config = make_config(stub.base_url)
+    cfg_file = tmp_path / "config.toml"
+    cfg_file.write_bytes(msgspec.toml.encode(config))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join([
+        json.dumps({"id": "a", "prompt": "first"}),
+        "{broken",
+        json.dumps({"id": "b", "messages": [{"role": "user", "content": "second"}]}),
+        json.dumps({"id": "c", "messages": [{"role": "assistant", "content": "no user"}]}),
+    ]) + "\n")
+    from arena_stream.worker import prepare
+
+    asyncio.run(prepare(config))
+    assert cli(["publish", str(prompts), "--config", str(cfg_file)]) == 1
+    err = capsys.readouterr().err
+    assert "prompts.jsonl:2: skipped: invalid_json" in err
+    assert "prompts.jsonl:4: skipped: not_user_last" in err
+
+    asyncio.run(run_until(config, "ratings", 4))
+    capsys.readouterr()
+    assert cli(["ratings", "--config", str(cfg_file), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["model"] for r in rows} == {"comp", "target@v0"}
+    assert all({"model", "rating", "battles"} <= set(r) and r["battles"] == 2 for r in rows)
+
+    out = tmp_path / "judgments.parquet"
+    assert cli(["replay", "--config", str(cfg_file), "--topic", "judgments", "--out",
+                str(out)]) == 0
+    frame = pl.read_parquet(out)
+    assert frame.height == 2 and frame["offset"].to_list() == [0, 1]
+    assert json.loads(frame["value"][0])["judge_model"] == "judge"
+
+    assert cli(["audit", "--config", str(cfg_file)]) == 0
+    assert "OK: every rating matches" in capsys.readouterr().out
+
+    # a bad message straight onto the topic, then listed and re-published fixed
+    asyncio.run(publish_raw(config, [(b"d", b'{"id": "d", "prompt": ""}')]))
+    asyncio.run(run_until(config, "deadletter", 1))
+    capsys.readouterr()
+    assert cli(["deadletter", "--config", str(cfg_file), "--json"]) == 0
+    letter = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert letter["reason"] == "empty_content" and letter["original"] == '{"id": "d", "prompt": ""}'
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(json.dumps({"id": "d", "prompt": "now with content"}))
+    assert cli(["deadletter", "--config", str(cfg_file), "--republish",
+                str(letter["offset"]), "--fixed", str(fixed)]) == 0
+    asyncio.run(run_until(config, "ratings", 6))
