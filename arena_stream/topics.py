@@ -22,10 +22,11 @@ class TopicSpec:
     event: str  # schemas.EVENT_TYPES key of what it carries
     partitioned: bool  # True: config.broker.partitions; False: one partition
     doc: str
+    key_doc: str = "prompt id"  # what the Kafka key is
 
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("prompts", "prompts", "prompt", True, "prompts published by users (key: prompt id)"),
+    TopicSpec("prompts", "prompts", "prompt", True, "prompts published by users"),
     TopicSpec(
         "accepted",
         "prompts.accepted",
@@ -36,20 +37,26 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("generations", "generations", "generation", True, "one per player and prompt"),
     TopicSpec("battles", "battles", "battle", True, "answer pairs waiting for the judge"),
     TopicSpec("judgments", "judgments", "judgment", False, "the judge's verdicts, the rating log"),
-    TopicSpec("ratings", "ratings", "rating", False, "every Elo change (key: model)"),
+    TopicSpec("ratings", "ratings", "rating", False, "every Elo change", "model"),
     TopicSpec(
         "leaderboard",
         "leaderboard",
         "leaderboard",
         False,
         "periodic Bradley-Terry snapshots with 95% intervals",
+        '"leaderboard"',
     ),
     TopicSpec("sft", "train.sft", "sft", False, "SFT samples: battles the target lost"),
     TopicSpec("dpo", "train.dpo", "dpo", False, "DPO pairs from decided target battles"),
-    TopicSpec("jobs", "train.jobs", "job", False, "training jobs and their progress"),
-    TopicSpec("models", "models", "model", False, "trained model versions"),
+    TopicSpec("jobs", "train.jobs", "job", False, "training jobs and their progress", "job id"),
+    TopicSpec("models", "models", "model", False, "trained model versions", "player name"),
     TopicSpec(
-        "deadletter", "deadletter", "deadletter", False, "what could not be processed, and why"
+        "deadletter",
+        "deadletter",
+        "deadletter",
+        False,
+        "what could not be processed, and why",
+        "prompt or battle id",
     ),
 )
 
