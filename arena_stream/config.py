@@ -108,6 +108,10 @@ class TrainingConfig(_Section):
         default_factory=lambda: ["sft", "dpo"]
     )
     model_dir: str = ".arena-stream/models"
+    # The checkpoint the target's versions are trained from (a path, or "smollm2").
+    # Default: the target's `model` when it is in-process (transformers / vllm);
+    # set it when the target is served over HTTP under another name.
+    base_checkpoint: str | None = None
     lora: bool = True
     lora_r: int = 8
     lora_alpha: int = 16

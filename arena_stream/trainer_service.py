@@ -172,6 +172,8 @@ class TrainerService:
                    "--result", str(result_path)]
             if parent is not None and parent.adapter:
                 cmd += ["--parent-adapter", parent.path]
+            if self.config.training.base_checkpoint:
+                cmd += ["--base-model", self.config.training.base_checkpoint]
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
             proc = await asyncio.create_subprocess_exec(
                 *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
@@ -191,13 +193,13 @@ class TrainerService:
 
 
 def _progress(line: str) -> dict[str, float] | None:
-    """A training log line ({"loss": ..., "step": ...} as JSON) as progress metrics."""
+    """A trainer log line (``{"event": "log", "loss": ..., "step": ...}``) as progress metrics."""
     if not line.startswith("{"):
         return None
     try:
         data = json.loads(line)
     except ValueError:
         return None
-    if not isinstance(data, dict) or "loss" not in data:
+    if not isinstance(data, dict) or data.get("event") != "log" or "loss" not in data:
         return None
     return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
