@@ -20,7 +20,7 @@ COMMANDS: dict[str, str] = {
     "publish": "publish prompts from a JSONL file",
     "ratings": "current Elo ratings, or a live feed with --follow",
     "trainer": "consume training jobs and train new target versions",
-    "leaderboard": "Bradley-Terry leaderboard with 95% intervals",
+    "leaderboard": "Bradley-Terry leaderboard with 95%% intervals",
     "replay": "read a topic back for a time or offset window",
     "audit": "recompute every rating from the judgments log and compare",
     "deadletter": "list dead-lettered messages, re-publish fixed ones",
@@ -40,12 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"arena_stream.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"arena_stream.commands.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"arena_stream.commands.{name}")
         p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
         module.add_arguments(p)
     return parser

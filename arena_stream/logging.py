@@ -37,12 +37,22 @@ def _redact_event(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]
     return {k: scrub(v) if isinstance(v, str) else v for k, v in event_dict.items()}
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "info", *, json: bool = False, stream: Any = None) -> None:
     """Configure structlog and the standard library logging it shares a level with."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    out = stream or sys.stderr
+    out = stream or _CurrentStderr()
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
@@ -61,6 +71,7 @@ def configure(level: str = "info", *, json: bool = False, stream: Any = None) ->
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=out, force=True)
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=stream or sys.stderr,
+                        force=True)
     for noisy in ("aiokafka", "faust", "mode", "httpx", "transformers", "kafka"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

@@ -142,6 +142,7 @@ class TrainerService:
                                   key=job.base_model.encode())
             self.versions[job.base_model] = version
             self.finished.add(job.id)
+            _record_version(Path(self.config.training.model_dir), version)
             metrics = {k: float(v) for k, v in result.get("metrics", {}).items()
                        if isinstance(v, int | float)}
             metrics["wall_seconds"] = time.time() - started
@@ -203,3 +204,14 @@ def _progress(line: str) -> dict[str, float] | None:
     if not isinstance(data, dict) or data.get("event") != "log" or "loss" not in data:
         return None
     return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
+
+
+def _record_version(model_dir: Path, version: ModelVersion) -> None:
+    """Keep ``<model_dir>/<player>/versions.json`` so offline tools find versions without Kafka."""
+    manifest = model_dir / version.name / "versions.json"
+    entries = json.loads(manifest.read_text()) if manifest.is_file() else []
+    entries = [e for e in entries if e["version"] != version.version]
+    entries.append({"version": version.version, "path": version.path, "job_id": version.job_id,
+                    "kind": version.kind, "round": version.round})
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(sorted(entries, key=lambda e: e["version"]), indent=1))

@@ -46,7 +46,11 @@ def length_judge(path: str, body: dict[str, Any]) -> Reply:
         s1 = min(10, 1 + len(a1) // 10)
         s2 = min(10, 1 + len(a2) // 10)
         return judge_reply(s1, s2)
-    answers = {"t": "short", "c": "a much longer and more detailed answer here", "d": "medium"}
+    answers = {
+        "t": "short",
+        "c": "a much longer and more detailed answer here",
+        "d": "a medium answer",
+    }
     return Reply(body=completion(answers.get(body["model"], "x")))
 
 

@@ -1,0 +1,281 @@
+"""Bradley-Terry leaderboard: hand-worked fits, intervals, loaders and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from arena_stream import bradley_terry as bt
+from schemas.events import Judgment
+
+LOG3 = 400 * math.log10(3)
+
+
+def frame(rows: list[tuple[str, str, str]]) -> pl.DataFrame:
+    a, b, w = zip(*rows, strict=True)
+    return pl.DataFrame({"model_a": list(a), "model_b": list(b), "winner": list(w)})
+
+
+def synthetic(
+    n: int, ratings: dict[str, float], seed: int, tie_rate: float = 0.0
+) -> pl.DataFrame:
+    """Battles drawn from Bradley-Terry with known ratings (ties at random, if asked)."""
+    rng = np.random.default_rng(seed)
+    names = np.array(list(ratings))
+    true = np.array(list(ratings.values()))
+    k = len(names)
+    a = rng.integers(0, k, n)
+    b = (a + rng.integers(1, k, n)) % k
+    p = 1.0 / (1.0 + 10.0 ** ((true[b] - true[a]) / 400.0))
+    won = rng.random(n) < p
+    tie = rng.random(n) < tie_rate
+    winner = np.where(tie, "tie", np.where(won, "model_a", "model_b"))
+    return pl.DataFrame({"model_a": names[a], "model_b": names[b], "winner": winner})
+
+
+TRUE = {f"m{i}": 1000.0 + r for i, r in enumerate([-210, -120, -60, -10, 30, 70, 110, 190])}
+
+
+def by_model(rows: list) -> dict:
+    return {r.model: r for r in rows}
+
+
+# --- hand-worked fits -------------------------------------------------------
+
+
+def test_three_wins_one_loss_is_400_log10_3() -> None:
+    battles = frame([("a", "b", "model_a")] * 2 + [("b", "a", "model_b"), ("b", "a", "model_a")])
+    r = bt.fit(battles, method="sandwich")
+    rating = dict(zip(r.models, r.rating, strict=True))
+    assert rating["a"] - rating["b"] == pytest.approx(LOG3, abs=1e-3)
+    assert (rating["a"] + rating["b"]) / 2 == pytest.approx(1000.0, abs=1e-6)
+
+
+def test_ties_count_half_and_bothbad_is_a_tie() -> None:
+    # a: 1 win + 2 ties = 2 points of 3 -> odds 2:1
+    for tie in ("tie", "tie (bothbad)"):
+        battles = frame([("a", "b", "model_a"), ("a", "b", tie), ("b", "a", tie)])
+        rows = by_model(bt.leaderboard(battles, method="sandwich"))
+        assert rows["a"].rating - rows["b"].rating == pytest.approx(400 * math.log10(2), abs=1e-3)
+
+
+def test_three_models_centred_on_1000_and_transitive() -> None:
+    battles = synthetic(3000, {"x": 900.0, "y": 1000.0, "z": 1200.0}, seed=3)
+    rows = bt.leaderboard(battles, method="sandwich")
+    assert [r.model for r in rows] == ["z", "y", "x"]
+    assert np.mean([r.rating for r in rows]) == pytest.approx(1000.0, abs=1e-6)
+    assert sum(r.battles for r in rows) == 2 * 3000
+
+
+def test_anchor_pins_the_model_and_shifts_the_rest() -> None:
+    battles = frame([("a", "b", "model_a")] * 3 + [("a", "b", "model_b")])
+    for method in ("sandwich", "bootstrap"):
+        rows = by_model(bt.leaderboard(battles, method=method, rounds=20, anchor=("b", 1100.0)))
+        assert rows["b"].rating == pytest.approx(1100.0)
+        assert rows["b"].lower == pytest.approx(1100.0) and rows["b"].upper == pytest.approx(1100.0)
+        assert rows["a"].rating == pytest.approx(1100.0 + LOG3, abs=1e-3)
+    with pytest.raises(ValueError, match="anchor model"):
+        bt.leaderboard(battles, anchor=("nobody", 1100.0))
+
+
+def test_self_battles_are_ignored() -> None:
+    battles = frame([("a", "b", "model_a")] * 3 + [("a", "b", "model_b"), ("a", "a", "model_a")])
+    rows = by_model(bt.leaderboard(battles, method="sandwich"))
+    assert rows["a"].rating - rows["b"].rating == pytest.approx(LOG3, abs=1e-3)
+    assert rows["a"].battles == 4
+
+
+def test_unbeaten_model_is_flagged_provisional() -> None:
+    battles = frame([("x", "y", "model_a"), ("x", "z", "model_a"), ("y", "z", "model_a"),
+                     ("y", "z", "model_b")])
+    r = bt.fit(battles, method="sandwich")
+    assert r.unbounded == ("x",)
+    assert all(np.isfinite(r.rating))
+
+
+# --- intervals --------------------------------------------------------------
+
+
+def test_bootstrap_is_reproducible_with_a_seed() -> None:
+    battles = synthetic(4000, TRUE, seed=1, tie_rate=0.1)
+    first = bt.leaderboard(battles, rounds=30, seed=7)
+    again = bt.leaderboard(battles, rounds=30, seed=7)
+    other = bt.leaderboard(battles, rounds=30, seed=8)
+    assert first == again
+    assert [r.lower for r in first] != [r.lower for r in other]
+    assert [r.rating for r in first] == [r.rating for r in other]  # the point fit is not resampled
+    for r in first:
+        assert r.lower <= r.rating <= r.upper
+
+
+def test_sandwich_covers_the_truth_and_matches_bootstrap_width() -> None:
+    battles = synthetic(20_000, TRUE, seed=11)
+    sandwich = by_model(bt.leaderboard(battles, method="sandwich"))
+    boot = by_model(bt.leaderboard(battles, method="bootstrap", rounds=60, seed=0))
+    centre = np.mean(list(TRUE.values()))
+    covered = sum(
+        sandwich[m].lower <= truth - centre + 1000.0 <= sandwich[m].upper
+        for m, truth in TRUE.items()
+    )
+    assert covered >= 7
+    s_width = [sandwich[m].upper - sandwich[m].lower for m in TRUE]
+    b_width = [boot[m].upper - boot[m].lower for m in TRUE]
+    assert all(5.0 < w < 60.0 for w in s_width)
+    # 60 rounds pin a single 2.5% quantile down poorly; the average width is stable
+    assert np.mean(s_width) == pytest.approx(np.mean(b_width), rel=0.25)
+
+
+def test_rank_counts_models_better_beyond_doubt() -> None:
+    r = bt.Ratings(
+        models=["a", "b", "c", "d"],
+        rating=np.array([1100.0, 1090.0, 1000.0, 900.0]),
+        lower=np.array([1080.0, 1070.0, 990.0, 850.0]),
+        upper=np.array([1120.0, 1110.0, 1010.0, 995.0]),
+        battles=np.array([1, 1, 1, 1]),
+        method="sandwich",
+    )
+    assert [(row.model, row.rank) for row in r.rows()] == [("a", 1), ("b", 1), ("c", 3), ("d", 3)]
+
+
+def test_agrees_with_arena_rank() -> None:
+    pytest.importorskip("arena_rank")
+    from arena_rank.models.bradley_terry import BradleyTerry
+    from arena_rank.utils.data_utils import PairDataset
+
+    battles = synthetic(10_000, TRUE, seed=5, tie_rate=0.15)
+    ours = bt.fit(battles, method="sandwich")
+    dataset = PairDataset.from_pandas(battles.to_pandas())
+    model = BradleyTerry(n_competitors=len(dataset.competitors))
+    theirs = model.compute_ratings_and_cis(dataset, ci_method="sandwich")
+    assert list(theirs["competitors"]) == ours.models
+    for key, mine in (("ratings", ours.rating), ("rating_lower", ours.lower),
+                      ("rating_upper", ours.upper)):
+        assert np.abs(np.asarray(theirs[key]) - mine).max() < 0.5, key
+
+
+# --- loading ----------------------------------------------------------------
+
+
+def test_load_jsonl_and_parquet(tmp_path: Path) -> None:
+    rows = [{"model_a": "a", "model_b": "b", "winner": w, "tstamp": 1.0 + i, "judge": "x"}
+            for i, w in enumerate(["model_a", "model_b", "tie", "tie (bothbad)"])]
+    jsonl = tmp_path / "b.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    df = bt.load_battles(jsonl)
+    assert df.columns == ["model_a", "model_b", "winner", "ts"]
+    assert df.height == 4
+    parquet = tmp_path / "b.parquet"
+    pl.DataFrame(rows).write_parquet(parquet)
+    assert bt.load_battles(parquet).equals(df)
+
+
+def test_loader_errors_are_clear(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text(json.dumps({"model_a": "a", "winner": "model_a"}) + "\n")
+    with pytest.raises(bt.BattleDataError, match=r"missing column.*model_b"):
+        bt.load_battles(missing)
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text(json.dumps({"model_a": "a", "model_b": "b", "winner": "draw"}) + "\n")
+    with pytest.raises(bt.BattleDataError, match=r"unknown winner value.*'draw'"):
+        bt.load_battles(unknown)
+    nulls = tmp_path / "nulls.jsonl"
+    nulls.write_text(json.dumps({"model_a": "a", "model_b": None, "winner": "tie"}) + "\n")
+    with pytest.raises(bt.BattleDataError, match="no model_b"):
+        bt.load_battles(nulls)
+    with pytest.raises(FileNotFoundError):
+        bt.load_battles(tmp_path / "nope.jsonl")
+
+
+def judgment(a: str, b: str, winner: str, ts: float) -> Judgment:
+    return Judgment(battle_id=f"{a}-{b}-{ts}", prompt_id="p", model_a=a, model_b=b, player_a=a,
+                    player_b=b, winner=winner, score_a=0, score_b=0, margin=0, games=[],  # type: ignore[arg-type]
+                    rule="r", judge_model="j", template_version="t", messages=[], answer_a="",
+                    answer_b="", ts=ts)
+
+
+def test_battles_from_judgments() -> None:
+    df = bt.battles_from_judgments([judgment("a", "b", "model_a", 5.0),
+                                    judgment("b", "a", "tie", 6.0)])
+    assert df.to_dicts() == [
+        {"model_a": "a", "model_b": "b", "winner": "model_a", "ts": 5.0},
+        {"model_a": "b", "model_b": "a", "winner": "tie", "ts": 6.0},
+    ]
+    assert bt.battles_from_judgments([]).height == 0
+
+
+# --- CLI --------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch):
+    """``arena_stream.cli.main`` with only this command registered (others may be in progress)."""
+    from arena_stream import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "COMMANDS", {"leaderboard": "leaderboard"})
+    return cli_module.main
+
+
+@pytest.fixture
+def battles_file(tmp_path: Path) -> Path:
+    df = synthetic(3000, {"target@v0": 950.0, "target@v1": 1010.0, "gpt": 1050.0, "llama": 980.0},
+                   seed=2)
+    df = df.with_columns(pl.Series("tstamp", np.arange(df.height, dtype=float) + 1.7e9))
+    path = tmp_path / "battles.jsonl"
+    df.write_ndjson(path)
+    return path
+
+
+def test_cli_json_csv_and_plots(cli, battles_file: Path, tmp_path: Path, capsys) -> None:
+    plot, history = tmp_path / "lb.png", tmp_path / "hist.png"
+    assert cli(["leaderboard", "--battles", str(battles_file), "--json", "--bootstrap", "20",
+                "--plot", str(plot), "--history-plot", str(history), "--checkpoints", "4"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["model"] for r in rows} == {"target@v0", "target@v1", "gpt", "llama"}
+    assert set(rows[0]) >= {"model", "rating", "lower", "upper", "battles", "rank"}
+    assert rows[0]["rank"] == 1 and rows[0]["rating"] >= rows[-1]["rating"]
+    for p in (plot, history):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert cli(["leaderboard", "--battles", str(battles_file), "--csv", "--method", "sandwich",
+                "--anchor", "llama=1100"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["model"] for r in table] == [r["model"] for r in rows]
+    assert float(next(r for r in table if r["model"] == "llama")["rating"]) == 1100.0
+
+    assert cli(["leaderboard", "--battles", str(battles_file), "--method", "sandwich"]) == 0
+    assert "target@v1" in capsys.readouterr().out
+
+
+def test_cli_errors(cli, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"model_a": "a", "model_b": "b", "winner": "draw"}) + "\n")
+    assert cli(["leaderboard", "--battles", str(bad)]) == 2
+    assert "unknown winner" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(["leaderboard", "--battles", str(bad), "--anchor", "no-rating"])
+
+
+def test_cli_reads_judgments_from_config(cli, monkeypatch, tmp_path: Path, capsys) -> None:
+    seen: dict[str, object] = {}
+
+    def read_judgments(config, *, from_time=None, to_time=None):
+        seen.update(from_time=from_time, to_time=to_time)
+        return [judgment("a", "b", "model_a", 1.0)] * 3 + [judgment("b", "a", "model_a", 2.0)]
+
+    monkeypatch.setitem(sys.modules, "arena_stream.replay",
+                        types.SimpleNamespace(read_judgments=read_judgments))
+    monkeypatch.setattr("arena_stream.config.load", lambda path: object())
+    assert cli(["leaderboard", "--config", "x.toml", "--from", "2024-07-01T00:00:00Z",
+                "--to", "1719792000.5", "--json", "--method", "sandwich"]) == 0
+    rows = by_model([types.SimpleNamespace(**r) for r in json.loads(capsys.readouterr().out)])
+    assert rows["a"].rating - rows["b"].rating == pytest.approx(LOG3, abs=1e-3)
+    assert seen == {"from_time": 1719792000.0, "to_time": 1719792000.5}

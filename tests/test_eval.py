@@ -1,0 +1,63 @@
+"""Offline evaluation against real local HTTP servers: all pairs, two games, caching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+
+from arena_stream.cli import main as cli
+from arena_stream.config import loads
+from tests.conftest import config_text
+
+
+def players(url: str, names: list[str]) -> str:
+    out = ""
+    for i, name in enumerate(names):
+        role = 'role = "target"\n' if i == 0 else ""
+        model = {"target": "t", "comp": "c", "mid": "d"}[name]
+        out += (f'\n[[players]]\nname = "{name}"\n{role}backend = "openai"\n'
+                f'base_url = "{url}"\nmodel = "{model}"\nbackoff_s = 0.01\n')
+    return out
+
+
+def test_eval_judges_all_pairs_and_reuses_its_cache(stub, tmp_path: Path, capsys) -> None:
+    testset = tmp_path / "testset.jsonl"
+    testset.write_text("\n".join(json.dumps({"id": f"q{i}", "prompt": f"question {i}",
+                                             "subset": "diverse", "cluster": i})
+                                 for i in range(4)) + "\n")
+
+    def write_config(names: list[str]) -> Path:
+        text = config_text(bootstrap="127.0.0.1:1", url=stub.base_url, prefix="e.",
+                           app_id="eval", players=players(stub.base_url, names))
+        path = tmp_path / f"{len(names)}.toml"
+        path.write_bytes(msgspec.toml.encode(loads(text)))
+        return path
+
+    out = tmp_path / "battles.jsonl"
+    cache = tmp_path / "cache"
+    args = ["eval", "--testset", str(testset), "--out", str(out), "--cache-dir", str(cache),
+            "--bootstrap", "20", "--json"]
+    assert cli([*args, "--config", str(write_config(["target", "comp"]))]) == 0
+    board = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in board] == ["comp", "target@v0"]  # the longer answer wins
+    assert all({"model", "rating", "lower", "upper", "battles", "rank"} <= set(r) for r in board)
+    judge_calls = sum(b.get("model") == "judge" for _, b, _ in stub.requests)
+    assert judge_calls == 4 * 2  # 4 prompts, one pair, two games each
+
+    # one more model: only its answers and its battles are new
+    before = len(stub.requests)
+    assert cli([*args, "--config", str(write_config(["target", "comp", "mid"]))]) == 0
+    new = stub.requests[before:]
+    assert sum(b.get("model") == "d" for _, b, _ in new) == 4
+    assert sum(b.get("model") in ("t", "c") for _, b, _ in new) == 0
+    assert sum(b.get("model") == "judge" for _, b, _ in new) == 4 * 2 * 2
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 12 and {"model_a", "model_b", "winner"} <= set(rows[0])
+    board = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in board] == ["comp", "mid", "target@v0"]
+    # the battles file is what `leaderboard --battles` reads
+    assert cli(["leaderboard", "--battles", str(out), "--json", "--bootstrap", "10"]) == 0
+    assert {r["model"] for r in json.loads(capsys.readouterr().out)} == {"comp", "mid",
+                                                                         "target@v0"}
