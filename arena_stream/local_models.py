@@ -94,7 +94,17 @@ def resolve_checkpoint(model: str) -> Path:
 def load_tokenizer(model: str) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(model))
+    path = resolve_checkpoint(model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    # The GGUF conversion gives SmolLM2's tokenizer <|im_start|> as its end token while
+    # the model stops on <|im_end|>; trust the model's generation config.
+    gen_config = path / "generation_config.json"
+    if gen_config.is_file():
+        import json
+
+        eos = json.loads(gen_config.read_text()).get("eos_token_id")
+        if isinstance(eos, int) and eos != tokenizer.eos_token_id:
+            tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -20,12 +20,12 @@ from arena_stream.ratings_view import Standing, latest_ratings
 from schemas import (
     DeadLetter,
     Generation,
-    JobStatus,
     LeaderboardSnapshot,
     ModelVersion,
     RatingUpdate,
     TrainingJob,
     decode,
+    decode_jobs_record,
 )
 
 TOPICS = ("generations", "ratings", "deadletter", "models", "jobs", "leaderboard")
@@ -85,12 +85,11 @@ class Tracker:
         elif key == "models":
             self.versions.append(decode(value, ModelVersion))
         elif key == "jobs":
-            if b'"sample_ids"' in value:
-                self.jobs.setdefault(decode(value, TrainingJob).id, "emitted")
-            else:
-                status = decode(value, JobStatus)
-                if status.state != "tick":
-                    self.jobs[status.job_id] = status.state
+            record = decode_jobs_record(value)
+            if isinstance(record, TrainingJob):
+                self.jobs.setdefault(record.id, "emitted")
+            elif record.state != "tick":
+                self.jobs[record.job_id] = record.state
         elif key == "leaderboard":
             self.snapshot = decode(value, LeaderboardSnapshot)
 

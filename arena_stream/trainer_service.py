@@ -37,6 +37,7 @@ from schemas import (
     SFTSample,
     TrainingJob,
     decode,
+    decode_jobs_record,
     encode,
 )
 
@@ -54,11 +55,9 @@ class TrainerService:
     async def load_history(self) -> None:
         """What earlier runs did: finished jobs and the newest version of each player."""
         for record in await read_all(self.config, "jobs"):
-            if b'"sample_ids"' in record.value:
-                continue
             with contextlib.suppress(msgspec.MsgspecError):
-                status = decode(record.value, JobStatus)
-                if status.state == "finished":
+                status = decode_jobs_record(record.value)
+                if isinstance(status, JobStatus) and status.state == "finished":
                     self.finished.add(status.job_id)
         for record in await read_all(self.config, "models"):
             with contextlib.suppress(msgspec.MsgspecError):
@@ -80,14 +79,12 @@ class TrainerService:
                 batch = await c.getmany(timeout_ms=500, max_records=50)
                 for records in batch.values():
                     for record in records:
-                        if b'"sample_ids"' not in record.value:
-                            continue
                         try:
-                            job = decode(record.value, TrainingJob)
+                            job = decode_jobs_record(record.value)
                         except msgspec.MsgspecError as exc:
                             log.warning("trainer.bad_job", offset=record.offset, error=str(exc))
                             continue
-                        if job.id in self.finished:
+                        if not isinstance(job, TrainingJob) or job.id in self.finished:
                             continue
                         await self.run(job)
 

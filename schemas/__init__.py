@@ -21,6 +21,7 @@ from schemas.events import (
     RatingUpdate,
     SFTSample,
     TrainingJob,
+    decode_jobs_record,
 )
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "SFTSample",
     "TrainingJob",
     "decode",
+    "decode_jobs_record",
     "decoder",
     "encode",
     "stamp",

@@ -220,6 +220,7 @@ class JobStatus(Event, kw_only=True):
     kind: str = ""
     message: str = ""
     metrics: dict[str, float] = {}
+    version: int | None = None  # the version a finished job published
 
 
 class ModelVersion(Event, kw_only=True):
@@ -268,3 +269,19 @@ EVENT_TYPES: dict[str, type[Event]] = {
     "model": ModelVersion,
     "leaderboard": LeaderboardSnapshot,
 }
+
+
+class _JobsRecordProbe(msgspec.Struct):
+    state: str | None = None
+
+
+_probe = msgspec.json.Decoder(_JobsRecordProbe)
+_job = msgspec.json.Decoder(TrainingJob)
+_status = msgspec.json.Decoder(JobStatus)
+
+
+def decode_jobs_record(data: bytes) -> TrainingJob | JobStatus:
+    """The jobs topic carries jobs and their statuses; a status is the one with a ``state``."""
+    if _probe.decode(data).state is not None:
+        return _status.decode(data)
+    return _job.decode(data)

@@ -26,7 +26,15 @@ import msgspec
 import structlog
 
 from arena_stream.config import Config
-from schemas import DPOPair, JobStatus, ModelVersion, SFTSample, TrainingJob, decode
+from schemas import (
+    DPOPair,
+    JobStatus,
+    ModelVersion,
+    SFTSample,
+    TrainingJob,
+    decode,
+    decode_jobs_record,
+)
 from streams.runtime import Runtime
 
 log = structlog.get_logger("arena_stream.flywheel")
@@ -147,9 +155,10 @@ def register(
                 state["first_ts"][kind] = now
             state["pending"][kind].append([sample.id, msg.offset])
         else:
-            status = decode(msg.value, JobStatus)
+            status = decode_jobs_record(msg.value)
             flight = state["in_flight"]
-            if status.state in ("finished", "failed") and flight and flight["id"] == status.job_id:
+            ended = isinstance(status, JobStatus) and status.state in ("finished", "failed")
+            if ended and flight and flight["id"] == status.job_id:
                 if status.state == "failed":  # the samples are not lost: back to the front
                     k = flight["kind"]
                     state["pending"][k] = flight["samples"] + state["pending"][k]
@@ -160,9 +169,11 @@ def register(
                         samples=len(flight["samples"]),
                         reason=status.message,
                     )
+                if status.version is not None:  # the version this job produced is the new base
+                    state["base_version"] = max(state.get("base_version", 0), status.version)
                 state["in_flight"] = None
         state["last_offset"][msg.topic] = msg.offset
-        base_version = rt.client(config.target.name).version
+        base_version = max(state.get("base_version", 0), rt.client(config.target.name).version)
         job = next_job(config, state, base_version, now, topic_of=topic_of)
         if job is not None:
             k = job.kind
