@@ -27,6 +27,7 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check .
+	bash scripts/ensure-chromium
 	$(BIN)/pytest -q
 
 test-fast: setup

@@ -49,9 +49,17 @@ async def running_worker(config: Config, runtime: Any = None) -> AsyncIterator[A
     )
     await worker.start()
     log.info("worker.started", app_id=config.app_id, broker=config.broker.bootstrap_servers)
+    app.arena_web = None  # type: ignore[attr-defined]  # the live page, when [web] enables it
     try:
+        if config.web.enabled:
+            from arena_stream.web import start_server
+
+            app.arena_web = await start_server(config)  # type: ignore[attr-defined]
         yield app
     finally:
+        if app.arena_web is not None:
+            with contextlib.suppress(Exception):
+                await app.arena_web.stop()
         with contextlib.suppress(Exception):
             await worker.stop()
         with contextlib.suppress(Exception):
