@@ -98,6 +98,13 @@ class LimitsConfig(_Section):
     max_turns: int = 64
 
 
+class DecontaminationConfig(_Section):
+    """Keep test-set prompts out of the stream, so they never become training data."""
+
+    against: list[str] = []  # JSONL test sets (testset build output); empty: off
+    threshold: float = 0.85  # cosine similarity (all-MiniLM-L6-v2) at which a prompt is rejected
+
+
 class TrainingConfig(_Section):
     enabled: bool = True
     sft_batch: int = 64
@@ -140,6 +147,7 @@ class Config(_Section):
     ratings: RatingsConfig = msgspec.field(default_factory=RatingsConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    decontamination: DecontaminationConfig = msgspec.field(default_factory=DecontaminationConfig)
     training: TrainingConfig = msgspec.field(default_factory=TrainingConfig)
     web: WebConfig = msgspec.field(default_factory=WebConfig)
     app_id: str = "arena-stream"

@@ -45,7 +45,12 @@ def register(
     tables: dict[str, faust.TableT],
 ) -> None:
     async def send(key: str, topic: str, event: Any) -> None:
-        await topics[topic].send(key=key.encode(), value=encode(event))
+        # Wait for the broker's ack, not just for the record to be queued: every caller
+        # records the work as done in a table right after sending, and a table write can
+        # reach the broker before a queued record does (another partition, one batch per
+        # partition per request), so a crash in between would lose the output for good.
+        delivered = await topics[topic].send(key=key.encode(), value=encode(event))
+        await delivered
 
     async def send_dead(letter: Any) -> None:
         rt.counters[f"deadletter.{letter.stage}"] += 1
@@ -101,6 +106,17 @@ def register(
                 )
             )
             return
+        filter_ = rt.decontaminator
+        if filter_ is not None:
+            from arena_stream.embeddings import conversation_text
+
+            verdict = (await asyncio.to_thread(filter_.check, [conversation_text(prompt)]))[0]
+            if verdict.contaminated:
+                await send_dead(dead_letter(
+                    stage="intake", reason="test_set_overlap", error=verdict.reason or "",
+                    original=raw, ref=prompt.id, **message_meta(event),
+                ))
+                return
         seen = digests.get(prompt.id)
         if seen is not None:
             if seen != prompt.digest:
@@ -220,7 +236,13 @@ def register(
         state["gens"][gen.player] = msgspec.to_builtins(gen)
         expected = set(gen.expected_players or expected_players)
         if expected <= set(state["gens"]):
-            gens = [msgspec.convert(g, Generation) for g in state["gens"].values()]
+            # Configured player order, not arrival order: battle ids hash the pair's order,
+            # so the same prompt must always yield the same pairs (round-robin mode).
+            order = {p: i for i, p in enumerate(gen.expected_players or expected_players)}
+            gens = sorted(
+                (msgspec.convert(g, Generation) for g in state["gens"].values()),
+                key=lambda g: order.get(g.player, len(order)),
+            )
             formed = battle_rules.form_battles(
                 gens, mode=config.battles.mode, target_player=config.target.name, now=time.time()
             )

@@ -26,6 +26,7 @@ class Runtime:
         self._judge = judge
         self.counters: collections.Counter[str] = collections.Counter()
         self.versions: dict[str, dict[str, Any]] = {}  # player -> latest ModelVersion (as dict)
+        self._decontaminator: Any = None
 
     def client(self, player: str) -> ChatClient:
         client = self._clients.get(player)
@@ -38,6 +39,20 @@ class Runtime:
         if self._judge is None:
             self._judge = Judge(self.config.judge, self.config.battles)
         return self._judge
+
+    @property
+    def decontaminator(self) -> Any:
+        """The test-set filter for intake, or None when ``[decontamination]`` is off."""
+        if not self.config.decontamination.against:
+            return None
+        if self._decontaminator is None:
+            from arena_stream.decontaminate import Decontaminator
+
+            self._decontaminator = Decontaminator.from_files(
+                self.config.decontamination.against,
+                threshold=self.config.decontamination.threshold,
+            )
+        return self._decontaminator
 
     def rated_name(self, player: str) -> str:
         """The name ratings use: ``target@v3`` for the target, the plain name otherwise."""
