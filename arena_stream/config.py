@@ -68,7 +68,7 @@ class PlayerConfig(ModelConfig, kw_only=True):
 
 
 class JudgeConfig(ModelConfig, kw_only=True):
-    template: str | None = None  # path to a prompt template; default: built in
+    template: str | None = None  # "default", "compact" (built in) or a template file's path
     template_version: str | None = None
     scoring: Literal["auto", "parse", "logprobs"] = "auto"  # logprobs: in-process only
     max_tokens: int = 384

@@ -130,9 +130,12 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     kind: str = "generate"  # or "score"
     candidates: list[str] = field(default_factory=list)
+    middle: str = ""  # score: text after the picked candidate, before the second reading
+    pick: Any = None  # score: probabilities -> index of the candidate to continue with
 
     def group(self) -> tuple[Any, ...]:
-        return (self.kind, self.max_tokens, round(self.temperature, 4), self.top_p, self.adapter)
+        return (self.kind, self.max_tokens, round(self.temperature, 4), self.top_p, self.adapter,
+                self.middle)
 
 
 class LocalEngine:
@@ -210,7 +213,21 @@ class LocalEngine:
         """Probabilities of each candidate continuation's first token after ``prompt``."""
         fut, loop = self._future()
         req = _Request(prompt, 1, 0.0, 1.0, adapter, fut, loop, "score", candidates)
-        return await self._submit(req)  # type: ignore[return-value]
+        return (await self._submit(req))[0]  # type: ignore[no-any-return]
+
+    async def score_twice(
+        self, prompt: str, candidates: list[str], middle: str, pick: Any,
+        *, adapter: str | None = None,
+    ) -> tuple[list[float], list[float]]:
+        """Two readings in one pass: candidates after ``prompt``, then again after
+        ``prompt + candidates[pick(first)] + middle``.
+
+        The second reading reuses the first's key/value cache, so a judge prompt
+        is processed once, not twice: on a CPU that halves the judge's cost.
+        """
+        fut, loop = self._future()
+        req = _Request(prompt, 1, 0.0, 1.0, adapter, fut, loop, "score", candidates, middle, pick)
+        return await self._submit(req)  # type: ignore[no-any-return]
 
     def _future(self) -> tuple[asyncio.Future[Any], asyncio.AbstractEventLoop]:
         loop = asyncio.get_running_loop()
@@ -347,19 +364,28 @@ class LocalEngine:
             results.append((text, int(enc["attention_mask"][i].sum()), n))
         return results
 
-    def _score(self, reqs: list[_Request]) -> list[list[float]]:
+    def _score(self, reqs: list[_Request]) -> list[tuple[list[float], list[float]]]:
         import torch
 
+        head = reqs[0]
+        ids = [self.tokenizer.encode(c, add_special_tokens=False)[0] for c in head.candidates]
         enc = self.tokenizer([r.prompt for r in reqs], return_tensors="pt", padding=True)
         # Only the last position's logits: the full [batch, length, vocab] tensor
         # would be gigabytes for a batch of judge prompts.
-        logits = self.model(**enc, logits_to_keep=1).logits[:, -1, :]
-        probs = torch.softmax(logits.float(), dim=-1)
-        results = []
-        for i, req in enumerate(reqs):
-            ids = [self.tokenizer.encode(c, add_special_tokens=False)[0] for c in req.candidates]
-            results.append([float(probs[i, t]) for t in ids])
-        return results
+        out = self.model(**enc, logits_to_keep=1, use_cache=bool(head.middle))
+        first = torch.softmax(out.logits[:, -1, :].float(), dim=-1)[:, ids]
+        if not head.middle:
+            return [(first[i].tolist(), []) for i in range(len(reqs))]
+        middle = self.tokenizer.encode(head.middle, add_special_tokens=False)
+        picked = [ids[r.pick(first[i].tolist())] for i, r in enumerate(reqs)]
+        cont = torch.tensor([[p, *middle] for p in picked])
+        # Left padding shifts every row's positions by a constant; rotary attention
+        # depends only on relative positions, so the cached continuation is exact.
+        mask = torch.cat([enc["attention_mask"], torch.ones_like(cont)], dim=1)
+        out2 = self.model(input_ids=cont, attention_mask=mask, past_key_values=out.past_key_values,
+                          logits_to_keep=1)
+        second = torch.softmax(out2.logits[:, -1, :].float(), dim=-1)[:, ids]
+        return [(first[i].tolist(), second[i].tolist()) for i in range(len(reqs))]
 
     def close(self) -> None:
         if self._thread is not None:
