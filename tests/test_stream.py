@@ -142,3 +142,23 @@ async def test_outside_kafka_client_publishes_and_reads_ratings(make_config, stu
     assert len(seen) == 2
     assert {s["model"] for s in seen} == {"target@v0", "comp"}
     assert all({"model", "rating", "battles", "battle_id"} <= set(s) for s in seen)
+
+
+async def test_leaderboard_snapshots_with_intervals_are_published(make_config, stub) -> None:
+    from schemas import LeaderboardSnapshot
+
+    config = make_config(stub.base_url, extra="\n[ratings]\nsnapshot_every = 2\n")
+    await publish_raw(config, [prompt(f"s{i}", f"question {i}") for i in range(4)])
+    async with running_worker(config) as app:
+        await wait_until_ready(app)
+
+        async def two_snapshots() -> bool:
+            return await count(config, "leaderboard") >= 2
+
+        await wait_for(two_snapshots, timeout=60)
+    snaps = await events(config, "leaderboard", LeaderboardSnapshot)
+    assert [s.judgments for s in snaps] == [2, 4] and snaps[-1].method == "sandwich"
+    rows = {r.model: r for r in snaps[-1].rows}
+    assert set(rows) == {"comp", "target@v0"} and rows["comp"].battles == 4
+    assert rows["comp"].rating > rows["target@v0"].rating
+    assert all(r.lower <= r.rating <= r.upper for r in rows.values())
