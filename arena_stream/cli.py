@@ -36,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="arena-stream",
         description="Arena Learning as a streaming flywheel on Kafka.",
     )
-    parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    parser.add_argument(
+        "--log-level", default=None,
+        help="debug, info, warning, error (default: info; warning for run, whose display "
+        "shows the progress)",
+    )
     parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
@@ -51,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from arena_stream.logging import configure
 
-    configure(level=args.log_level, json=args.log_json)
+    level = args.log_level or ("warning" if args.command == "run" else "info")
+    configure(level=level, json=args.log_json)
     module = importlib.import_module(f"arena_stream.commands.{args.command}")
     try:
         return int(module.main(args) or 0)

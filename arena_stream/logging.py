@@ -73,5 +73,7 @@ def configure(level: str = "info", *, json: bool = False, stream: Any = None) ->
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=stream or sys.stderr,
                         force=True)
-    for noisy in ("aiokafka", "faust", "mode", "httpx", "transformers", "kafka"):
+    for noisy in ("aiokafka", "faust", "mode", "httpx", "kafka"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    # transformers warns about tokenizer settings on every load; only errors matter here.
+    logging.getLogger("transformers").setLevel(max(numeric, logging.ERROR))
