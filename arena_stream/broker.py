@@ -39,7 +39,7 @@ from typing import Any
 
 import structlog
 
-from arena_stream.config import BrokerConfig, Config, ConfigError
+from arena_stream.config import BrokerConfig, Config, ConfigError, env_secret
 
 log = structlog.get_logger(__name__)
 
@@ -100,12 +100,7 @@ def ssl_context(broker: BrokerConfig) -> ssl.SSLContext | None:
 
 
 def sasl_password(broker: BrokerConfig) -> str | None:
-    if not broker.sasl_password_env:
-        return None
-    value = os.environ.get(broker.sasl_password_env)
-    if value is None:
-        raise ConfigError(f"environment variable {broker.sasl_password_env} is not set")
-    return value
+    return env_secret(broker.sasl_password_env, "sasl_password_env")
 
 
 def client_settings(config: Config) -> dict[str, Any]:

@@ -227,14 +227,19 @@ def default_config() -> Config:
     return loads(text, source="embedded default")
 
 
+def env_secret(variable: str | None, what: str) -> str | None:
+    """A secret read from the environment variable the config names (never from the file)."""
+    if not variable:
+        return None
+    value = os.environ.get(variable)
+    if value is None:
+        raise ConfigError(f"environment variable {variable} ({what}) is not set")
+    return value
+
+
 def api_key(spec: ModelConfig) -> str | None:
     """The API key named by ``api_key_env``, read from the environment at call time."""
-    if not spec.api_key_env:
-        return None
-    value = os.environ.get(spec.api_key_env)
-    if value is None:
-        raise ConfigError(f"environment variable {spec.api_key_env} (api_key_env) is not set")
-    return value
+    return env_secret(spec.api_key_env, "api_key_env")
 
 
 def secrets(config: Config) -> list[str]:
