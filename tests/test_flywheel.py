@@ -145,3 +145,19 @@ def _worker(config):
             yield app
 
     return run()
+
+
+async def test_time_trigger_fires_a_partial_batch(make_config, stub, tmp_path):
+    config = training_config(make_config, stub.base_url, tmp_path)
+    import msgspec
+
+    config = msgspec.structs.replace(config, training=msgspec.structs.replace(
+        config.training, sft_batch=100, dpo_batch=100, max_wait_s=2.0, min_batch=2))
+    await publish_raw(config, [prompt(f"p{i}", f"q{i}") for i in range(3)])
+    async with _worker(config):
+        async def fired() -> bool:
+            return bool(await jobs_of(config))
+
+        await wait_for(fired, timeout=60)
+    jobs = await jobs_of(config)
+    assert len(jobs) == 1 and jobs[0].kind == "sft" and len(jobs[0].sample_ids) == 3
