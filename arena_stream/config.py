@@ -60,6 +60,7 @@ class ModelConfig(_Section):
     concurrency: int = 8  # in-flight requests to this model at most
     seed: int | None = None
     extra_body: dict[str, Any] = {}  # passed through to OpenAI-compatible servers
+    quantize: bool = False  # transformers backend: int8 linear layers (CPU inference only)
 
 
 class PlayerConfig(ModelConfig, kw_only=True):

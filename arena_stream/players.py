@@ -114,6 +114,7 @@ class OpenAIClient(_Bounded):
         key = api_key(spec)
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        self._key = key
         self.served_model = spec.model
         self._http = httpx.AsyncClient(
             base_url=(spec.base_url or "").rstrip("/") + "/",
@@ -122,6 +123,18 @@ class OpenAIClient(_Bounded):
             limits=httpx.Limits(max_connections=spec.concurrency * 2),
             transport=transport,
         )
+
+    def _clean(self, text: str) -> str:
+        """Text for an error message with our API key masked (before any truncation).
+
+        Some servers and proxies echo request headers in their error pages, and error
+        messages travel on: to logs, failed generations and dead letters, which the log
+        redaction does not cover.
+        """
+        return text.replace(self._key, "***") if self._key else text
+
+    def _detail(self, response: httpx.Response) -> str:
+        return self._clean(response.text)[:200]
 
     async def complete(
         self, messages: list[dict[str, str]], *, max_tokens: int | None = None
@@ -157,25 +170,29 @@ class OpenAIClient(_Bounded):
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise CallFailed("timeout", f"no answer within {self.spec.timeout_s}s") from exc
         except httpx.ConnectError as exc:
-            raise CallFailed("connect", f"cannot connect to {self.spec.base_url}: {exc}") from exc
+            raise CallFailed(
+                "connect", self._clean(f"cannot connect to {self.spec.base_url}: {exc}")
+            ) from exc
         except httpx.TransportError as exc:
-            raise CallFailed("transport", f"{type(exc).__name__}: {exc}") from exc
+            raise CallFailed("transport", self._clean(f"{type(exc).__name__}: {exc}")) from exc
         status = response.status_code
         if status == 429:
             raise CallFailed("http_429", "rate limited", retry_after=_retry_after(response))
         if status >= 500:
             raise CallFailed(
-                f"http_{status}", response.text[:200], retry_after=_retry_after(response)
+                f"http_{status}", self._detail(response), retry_after=_retry_after(response)
             )
         if status >= 400:
-            raise CallFailed(f"http_{status}", response.text[:200], retryable=status in (408, 409))
+            raise CallFailed(
+                f"http_{status}", self._detail(response), retryable=status in (408, 409)
+            )
         try:
             payload = response.json()
             choice = payload["choices"][0]
             text = choice["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise CallFailed(
-                "malformed", f"unexpected completion body: {response.text[:200]!r}"
+                "malformed", f"unexpected completion body: {self._detail(response)!r}"
             ) from exc
         if not isinstance(text, str) or not text.strip():
             raise CallFailed("empty", "the server returned an empty completion")
@@ -201,7 +218,7 @@ class OpenAIClient(_Bounded):
         if response.status_code >= 400 and "already" not in response.text.lower():
             raise CallFailed(
                 f"http_{response.status_code}",
-                f"load_lora_adapter: {response.text[:200]}",
+                f"load_lora_adapter: {self._detail(response)}",
                 retryable=False,
             )
         self.served_model = name
@@ -219,7 +236,9 @@ class TransformersClient(_Bounded):
         super().__init__(spec, label)
         from arena_stream.local_models import LocalEngine
 
-        self.engine = LocalEngine.shared(spec.model, max_batch=max(1, spec.concurrency))
+        self.engine = LocalEngine.shared(
+            spec.model, max_batch=max(1, spec.concurrency), quantize=spec.quantize
+        )
         self.adapter: str | None = None
 
     async def complete(
