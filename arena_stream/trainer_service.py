@@ -178,13 +178,21 @@ class TrainerService:
             )
             tail: list[str] = []
             assert proc.stdout is not None
-            async for raw in proc.stdout:
-                line = raw.decode(errors="replace").rstrip()
-                tail = [*tail[-30:], line]
-                progress = _progress(line)
-                if progress is not None:
-                    await status("progress", "", **progress)
-            code = await proc.wait()
+            try:
+                async for raw in proc.stdout:
+                    line = raw.decode(errors="replace").rstrip()
+                    tail = [*tail[-30:], line]
+                    progress = _progress(line)
+                    if progress is not None:
+                        await status("progress", "", **progress)
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                # Stopping the service must not leave a training process behind; the job
+                # has no "finished" status, so it runs again on the next start.
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
             if code != 0 or not result_path.is_file():
                 raise RuntimeError(f"trainer exited with {code}: " + " | ".join(tail[-8:]))
             return json.loads(result_path.read_text())
