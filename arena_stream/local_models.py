@@ -93,7 +93,9 @@ def resolve_checkpoint(model: str) -> Path:
 
 def load_tokenizer(model: str) -> Any:
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # tokenizer-setting warnings on every load, not ours to fix
     path = resolve_checkpoint(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     # The GGUF conversion gives SmolLM2's tokenizer <|im_start|> as its end token while
