@@ -40,6 +40,8 @@ from streams.runtime import Runtime
 log = structlog.get_logger("arena_stream.flywheel")
 
 STATE_KEY = "flywheel"
+TRIGGER_BATCH = 500  # events per state write at most
+TRIGGER_WITHIN_S = 0.05  # how long a partial batch waits for more events
 
 
 def empty_state() -> dict[str, Any]:
@@ -129,17 +131,27 @@ def register(
 
     @app.agent(channel, name="trigger")
     async def trigger(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            try:
-                await _trigger(event)
-            except Exception:
-                log.exception(
-                    "trigger.error", topic=event.message.topic, offset=event.message.offset
-                )
+        # The state is one table record that grows with the samples waiting, so it is
+        # written back once per batch of events, not once per event: per event, every
+        # sample re-encoded and re-sent the whole buffer, quadratic in the backlog
+        # (bench/results/pipeline.md). faust acks a batch's events only after the batch is
+        # done, and a redelivered batch is idempotent (last_offset, the seen: keys).
+        async for batch in stream.take_events(TRIGGER_BATCH, within=TRIGGER_WITHIN_S):
+            state = buffers.get(STATE_KEY) or empty_state()
+            for event in batch:
+                # Table writes need the event in context (it names the changelog partition);
+                # take_events leaves none set.
+                stream._set_current_event(event)  # type: ignore[attr-defined]
+                try:
+                    await _trigger(event, state)
+                except Exception:
+                    log.exception(
+                        "trigger.error", topic=event.message.topic, offset=event.message.offset
+                    )
+            buffers[STATE_KEY] = state
 
-    async def _trigger(event: Any) -> None:
+    async def _trigger(event: Any, state: dict[str, Any]) -> None:
         msg = event.message
-        state = buffers.get(STATE_KEY) or empty_state()
         if msg.offset <= state["last_offset"].get(msg.topic, -1):
             return  # redelivered: this record is already in the state
         now = time.time()
@@ -192,7 +204,6 @@ def register(
                 base_version=base_version,
                 round=job.round,
             )
-        buffers[STATE_KEY] = state
 
     if config.training.max_wait_s > 0:
 
