@@ -187,8 +187,9 @@ class LocalEngine:
                 self._thread.start()
 
     async def wait_ready(self) -> None:
-        self.start()
-        await asyncio.to_thread(self._ready.wait)
+        if not self._ready.is_set():  # a thread hop per call would split batches apart
+            self.start()
+            await asyncio.to_thread(self._ready.wait)
         if self._load_error is not None:
             raise RuntimeError(f"loading {self.name}: {self._load_error}") from self._load_error
 
