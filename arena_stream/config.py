@@ -78,6 +78,11 @@ class JudgeConfig(ModelConfig, kw_only=True):
 class BattlesConfig(_Section):
     mode: Literal["target-vs-competitors", "round-robin"] = "target-vs-competitors"
     deadline_s: float = 600.0  # form battles with whoever answered by then
+    # A prompt still missing answers this long after its first one (an event lost in a
+    # worker's shutdown) is asked again of the missing players, up to sweep_retries
+    # times; then its battles form with whoever answered. 0: deadline_s + 60.
+    sweep_after_s: float = 0.0
+    sweep_retries: int = 2
     tie_margin: float = 0.0  # |mean score difference| <= this counts as a tie
 
 

@@ -58,6 +58,7 @@ class Prompt(Event, kw_only=True):
     metadata: dict[str, Any] = {}
     digest: str = ""  # sha256 of the canonical content, to spot reused ids
     round: int = 0
+    only_players: list[str] = []  # a re-request: only these players answer (empty: all)
 
 
 class Generation(Event, kw_only=True):

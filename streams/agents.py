@@ -26,6 +26,7 @@ from schemas import (
     Battle,
     Generation,
     Judgment,
+    Message,
     Prompt,
     RatingUpdate,
     SFTSample,
@@ -154,6 +155,8 @@ def register(
 
     async def _generate(player: str, event: Any) -> None:
         prompt = decode(event.message.value, Prompt)
+        if prompt.only_players and player not in prompt.only_players:
+            return
         client = rt.client(player)
         version = client.version
         model = rt.rated_name(player)
@@ -230,7 +233,7 @@ def register(
 
     async def _collect(event: Any) -> None:
         gen = decode(event.message.value, Generation)
-        state = pending.get(gen.prompt_id) or {"gens": {}, "done": False}
+        state = pending.get(gen.prompt_id) or {"gens": {}, "done": False, "first_ts": time.time()}
         if state["done"] or gen.player in state["gens"]:
             return  # a redelivered generation, or a late one after the battles formed
         state["gens"][gen.player] = msgspec.to_builtins(gen)
@@ -252,6 +255,50 @@ def register(
             log.info("battles.formed", prompt_id=gen.prompt_id, battles=[b.id for b in formed])
             state = {"gens": {}, "done": True, "battles": [b.id for b in formed]}
         pending[gen.prompt_id] = state
+
+    # -- sweep: prompts whose answers never all arrived ----------------------------------
+
+    sweep_after = config.battles.sweep_after_s or config.battles.deadline_s + 60.0
+    swept: dict[str, int] = {}  # prompt id -> re-requests made by this worker
+
+    @app.timer(interval=max(1.0, sweep_after / 4))
+    async def sweep() -> None:
+        """Re-ask missing players; after ``sweep_retries``, report them missing.
+
+        A timer cannot write tables (they need an event's partition), so it sends
+        messages and the agents act on them like on any other.
+        """
+        now = time.time()
+        for prompt_id, state in list(pending.items()):
+            if not state or state.get("done") or now - state.get("first_ts", now) < sweep_after:
+                continue
+            first = next(iter(state["gens"].values()))
+            expected = first.get("expected_players") or expected_players
+            missing = [p for p in expected if p not in state["gens"]]
+            tries = swept.get(prompt_id, 0)
+            if tries > config.battles.sweep_retries:
+                continue  # already reported missing; the collect agent is on it
+            if tries < config.battles.sweep_retries:
+                swept[prompt_id] = tries + 1
+                retry = Prompt(id=prompt_id, messages=msgspec.convert(first["messages"],
+                               list[Message]), category=first.get("category"),
+                               round=first.get("round", 0), only_players=missing, ts=now)
+                log.warning("prompt.swept", prompt_id=prompt_id, missing=missing, attempt=tries + 1)
+                await send(prompt_id, "accepted", retry)
+                continue
+            for player in missing:
+                await send(prompt_id, "generations", Generation(
+                    id=f"{prompt_id}/{player}", prompt_id=prompt_id, player=player, model=player,
+                    messages=msgspec.convert(first["messages"], list[Message]),
+                    expected_players=expected, ok=False,
+                    error=f"deadline: no answer after {tries} re-requests", ts=now,
+                ))
+            await send_dead(dead_letter(
+                stage="battle", reason="deadline", topic=config.broker.topic_prefix + "generations",
+                error=f"players {missing} never answered prompt {prompt_id}", ref=prompt_id,
+                attempts=tries,
+            ))
+            swept[prompt_id] = config.battles.sweep_retries + 1
 
     # -- judge: two games per battle ------------------------------------------------------
 

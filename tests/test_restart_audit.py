@@ -125,3 +125,24 @@ def test_cli_publish_ratings_replay_audit_deadletter(make_config, stub, tmp_path
     assert cli(["deadletter", "--config", str(cfg_file), "--republish",
                 str(letter["offset"]), "--fixed", str(fixed)]) == 0
     asyncio.run(run_until(config, "ratings", 6))
+
+
+async def test_a_lost_generation_is_asked_for_again(make_config, stub):
+    """A prompt missing one player's answer (as after an event lost in a shutdown) completes."""
+    from arena_stream.kafka_io import producer, topic_name
+    from arena_stream.worker import prepare
+    from schemas import Generation, Message, encode
+
+    config = make_config(stub.base_url, extra="\n[battles]\nsweep_after_s = 1.0\n")
+    await prepare(config)
+    only_target = Generation(id="lost/target@v0", prompt_id="lost", player="target",
+                             model="target@v0", messages=[Message("user", "where is comp?")],
+                             expected_players=["target", "comp"], answer="short", ts=time.time())
+    async with producer(config) as p:
+        await p.send_and_wait(topic_name(config, "generations"), encode(only_target), key=b"lost")
+    await run_until(config, "ratings", 2, timeout=60)
+    gens = await events(config, "generations", Generation)
+    assert sorted(g.player for g in gens) == ["comp", "target"] and all(g.ok for g in gens)
+    asked = [b for _, b, _ in stub.requests if b.get("model") == "c"]
+    assert len(asked) == 1 and asked[0]["messages"][-1]["content"] == "where is comp?"
+    assert not [b for _, b, _ in stub.requests if b.get("model") == "t"]  # target not re-asked
