@@ -353,7 +353,11 @@ def register(
 
     @app.agent(topics["judgments"], name="rate")
     async def rate(stream: faust.StreamT) -> None:
+        # Routing shares this agent instead of having its own: with two agents on one
+        # topic, faust's shutdown was seen to acknowledge an event one of them had not
+        # processed (a judgment never rated). Both steps are idempotent on their own.
         async for event in stream.events():
+            await guard("route", event, None, _route(event))
             await guard("ratings", event, None, _rate(event))
 
     async def _rate(event: Any) -> None:
@@ -427,14 +431,9 @@ def register(
         if snap is not None:
             await send("leaderboard", "leaderboard", snap)
 
-    # -- route: losses become training data -----------------------------------------------
+    # -- route: losses become training data (run by the rate agent, see above) ------------
 
     routed = tables["routed"]
-
-    @app.agent(topics["judgments"], name="route")
-    async def route(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await guard("route", event, None, _route(event))
 
     async def _route(event: Any) -> None:
         j = decode(event.message.value, Judgment)

@@ -4,8 +4,8 @@ Topology (one agent per concern; every topic keyed by prompt id unless noted)::
 
     prompts ──intake──► prompts.accepted ──generate-<player> (one agent per player)──► generations
     generations ──collect──► battles ──judge──► judgments (1 partition, the rating log)
-    judgments ──rate──► ratings (key: model) + leaderboard snapshots
-    judgments ──route──► train.sft / train.dpo ──trigger──► train.jobs
+    judgments ──rate──► ratings (key: model) + leaderboard snapshots,
+                 and routes losses ──► train.sft / train.dpo ──trigger──► train.jobs
     models ──(every worker tails it)──► target hot swap
     anything that fails ──► deadletter, with the reason and the original bytes
 
