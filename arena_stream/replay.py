@@ -78,11 +78,13 @@ async def read_window(
     to_offset: int | None = None,
 ) -> list[Row]:
     """Records of a topic inside the window, partition by partition in offset order."""
+    ids: list[int] = []
+    if from_offset is not None or to_offset is not None:  # one metadata look-up for both
+        async with consumer(config) as c:
+            ids = [tp.partition for tp in await partitions(c, topic_name(config, key))]
     start: dict[int, int] | None = None
     if from_offset is not None:
-        async with consumer(config) as c:
-            tps = await partitions(c, topic_name(config, key))
-        start = {tp.partition: from_offset for tp in tps}
+        start = dict.fromkeys(ids, from_offset)
     elif from_time is not None:
         start = await start_offsets(config, key, from_time)
         start = {p: o for p, o in start.items() if o >= 0} or {}
@@ -90,9 +92,7 @@ async def read_window(
             return []
     end = None
     if to_offset is not None:
-        async with consumer(config) as c:
-            tps = await partitions(c, topic_name(config, key))
-        end = {tp.partition: to_offset + 1 for tp in tps}
+        end = dict.fromkeys(ids, to_offset + 1)
     records = await read_all(config, key, start=start, end=end)
     rows = []
     for r in records:
