@@ -130,7 +130,9 @@ class Floor:
         """Consume ``key``; ``workers`` tasks handle its records (the stream's agent
         concurrency: 1 for intake, collect and rate, the model's ``concurrency`` for the
         stages that call a model)."""
-        c = AIOKafkaConsumer(**client_settings(self.config), enable_auto_commit=False,
+        c = AIOKafkaConsumer(**client_settings(self.config),
+                             **Quirks.for_broker(self.config.broker).consumer_settings(),
+                             enable_auto_commit=False,
                              group_id=None, auto_offset_reset="latest")
         await c.start()
         self.consumers.append(c)

@@ -36,6 +36,9 @@ from schemas import (
 from streams.runtime import Runtime
 
 log = structlog.get_logger("arena_stream.streams")
+# How long generation waits, at worker start, for the models watcher to apply
+# the versions already published (normally well under a second).
+VERSIONS_WAIT_S = 60.0
 
 
 def register(
@@ -153,10 +156,21 @@ def register(
 
         app.agent(topics["accepted"], name=f"generate-{player}", concurrency=concurrency)(generate)
 
+    async def _versions_loaded() -> None:
+        if rt.versions_loaded.is_set():
+            return
+        try:
+            await asyncio.wait_for(rt.versions_loaded.wait(), VERSIONS_WAIT_S)
+        except TimeoutError:
+            # Answering beats stalling the stream; the swap still lands later.
+            log.warning("models.not_loaded", waited_s=VERSIONS_WAIT_S)
+            rt.versions_loaded.set()
+
     async def _generate(player: str, event: Any) -> None:
         prompt = decode(event.message.value, Prompt)
         if prompt.only_players and player not in prompt.only_players:
             return
+        await _versions_loaded()
         client = rt.client(player)
         version = client.version
         model = rt.rated_name(player)

@@ -53,6 +53,7 @@ def create_app(config: Config, runtime: Runtime | None = None) -> faust.App:
     )
     settings.update(quirks.faust_settings())
     app = faust.App(config.app_id, **settings)
+    quirks.apply_to_faust(app)
     app.arena_config = config  # type: ignore[attr-defined]
     app.arena_topics = topics  # type: ignore[attr-defined]
     runtime = runtime or Runtime(config)

@@ -12,7 +12,9 @@ to the front of the buffer.
 
 **models watcher**: every worker tails ``arena.models`` from the start with
 its own group-less consumer, so each one switches its target client to the
-newest version, whichever partitions it owns.
+newest version, whichever partitions it owns. Generation waits until the
+watcher has applied the versions published before the worker started, so a
+restarted worker never answers with a version older than the newest one.
 """
 
 from __future__ import annotations
@@ -216,7 +218,7 @@ def register(
     async def watch_models() -> None:
         from arena_stream.kafka_io import tail
 
-        async for record in tail(config, "models"):
+        async for record in tail(config, "models", caught_up=rt.versions_loaded):
             try:
                 version = decode(record.value, ModelVersion)
             except msgspec.MsgspecError as exc:

@@ -55,7 +55,7 @@ async def jobs_of(config) -> list[TrainingJob]:
 async def test_threshold_fires_one_job_for_exactly_those_samples(make_config, stub, tmp_path):
     config = training_config(make_config, stub.base_url, tmp_path)
     await publish_raw(config, [prompt(f"p{i}", f"q{i}") for i in range(4)])
-    await run_until(config, "jobs", 1)
+    await run_until(config, "jobs", 1, sft=4)
     jobs = await jobs_of(config)
     sft = await events(config, "sft", SFTSample)
     assert len(jobs) == 1 and len(sft) == 4

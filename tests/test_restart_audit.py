@@ -17,12 +17,19 @@ from schemas import Generation, Judgment, RatingUpdate
 from tests.helpers import count, events, prompt, publish_raw, wait_for
 
 
-async def run_until(config, key: str, n: int, timeout: float = 90) -> None:
+async def run_until(
+    config, key: str, n: int, timeout: float = 90, **more: int
+) -> None:
+    """Run a worker until topic ``key`` holds ``n`` records (and each of ``more``)."""
+    wanted = {key: n, **more}
     async with running_worker(config) as app:
         await wait_until_ready(app)
 
         async def enough() -> bool:
-            return await count(config, key) >= n
+            for k, at_least in wanted.items():
+                if await count(config, k) < at_least:
+                    return False
+            return True
 
         await wait_for(enough, timeout=timeout)
 
