@@ -8,7 +8,6 @@ from a position, either to its true end (:func:`read_all`) or forever
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -106,37 +105,22 @@ async def read_all(
     return out
 
 
-async def tail(
-    config: Config,
-    *keys: str,
-    from_beginning: bool = True,
-    caught_up: asyncio.Event | None = None,
-) -> AsyncIterator[Any]:
+async def tail(config: Config, *keys: str, from_beginning: bool = True) -> AsyncIterator[Any]:
     """Follow topics forever, all partitions, without a consumer group.
 
     Each record's ``topic`` attribute tells which topic it came from.
-    ``caught_up`` is set once every record that existed when the tail started
-    has been yielded (and the caller has handled it), so a reader can wait for
-    "I have seen the history" before acting on it.
     """
-    quirks = Quirks.for_broker(config.broker)
     async with consumer(config) as c:
         tps = []
         for key in keys:
             tps.extend(await partitions(c, topic_name(config, key)))
         c.assign(tps)
-        ends = await true_end_offsets(c, tps, quirks) if from_beginning else {}
         if from_beginning:
             await c.seek_to_beginning(*tps)
         else:
             await c.seek_to_end(*tps)
-        behind = {tp for tp in tps if ends.get(tp, 0) > 0}
         while True:
-            if caught_up is not None and not behind:
-                caught_up.set()
             batch = await c.getmany(timeout_ms=500, max_records=1000)
             for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
                 for record in batch[tp]:
                     yield record
-                    if tp in behind and record.offset + 1 >= ends[tp]:
-                        behind.discard(tp)

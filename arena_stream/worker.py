@@ -35,9 +35,11 @@ async def running_worker(config: Config, runtime: Any = None) -> AsyncIterator[A
     import faust
 
     from streams.app import create_app
+    from streams.flywheel import load_versions
 
     await prepare(config)
     app = create_app(config, runtime)
+    await load_versions(app.arena_runtime)
     worker = faust.Worker(
         app,
         loglevel=logging.WARNING,

@@ -7,6 +7,7 @@ No agent lets an exception escape: faust would ack the event and move on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -33,12 +34,66 @@ from schemas import (
     decode,
     encode,
 )
-from streams.runtime import Runtime
+from streams.runtime import Runtime, table_writes_for
 
 log = structlog.get_logger("arena_stream.streams")
-# How long generation waits, at worker start, for the models watcher to apply
-# the versions already published (normally well under a second).
-VERSIONS_WAIT_S = 60.0
+RATE_BATCH = 200  # judgments per Elo book write at most
+RATE_WITHIN_S = 0.01  # how long a partial batch waits for more judgments
+
+
+@dataclasses.dataclass
+class _RateBatch:
+    """One batch of the rate agent: outputs in flight and table writes held back.
+
+    Table writes wait until every output is acknowledged; until then the
+    overlays answer "already counted / routed?" for judgments repeated inside
+    the batch.
+    """
+
+    acks: list[Any] = dataclasses.field(default_factory=list)
+    writes: list[tuple[Any, Any, str, Any]] = dataclasses.field(default_factory=list)
+    logged: dict[str, int] = dataclasses.field(default_factory=dict)
+    routed: set[str] = dataclasses.field(default_factory=set)
+
+    def log(self, event: Any, table: Any, battle_id: str, offset: int) -> None:
+        self.logged[battle_id] = offset
+        self.writes.append((event, table, battle_id, offset))
+
+
+class _Snapshots:
+    """Bradley-Terry leaderboard snapshots, fitted off the rating path.
+
+    The rate agent offers the book every ``snapshot_every`` judgments and goes
+    on; one task fits and publishes them in order. When fits fall behind, only
+    the newest waiting book is kept: a snapshot is a summary, not a log.
+    """
+
+    def __init__(self, send: Any) -> None:
+        self._send = send
+        self._latest: tuple[dict[str, Any], int] | None = None
+        self._wake = asyncio.Event()
+
+    def offer(self, book_state: dict[str, Any]) -> None:
+        pairs = {k: list(v) for k, v in book_state["pairs"].items()}
+        self._latest = (pairs, int(book_state["judgments"]))
+        self._wake.set()
+
+    async def run(self) -> None:
+        from arena_stream.snapshots import leaderboard_snapshot
+
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._latest is None:
+                continue
+            pairs, judgments = self._latest
+            self._latest = None
+            try:
+                snap = await asyncio.to_thread(leaderboard_snapshot, pairs, judgments)
+                if snap is not None:
+                    await self._send("leaderboard", "leaderboard", snap)
+            except Exception as exc:  # a snapshot is a convenience; never stop the ratings
+                log.warning("leaderboard.snapshot_failed", error=str(exc))
 
 
 def register(
@@ -156,21 +211,10 @@ def register(
 
         app.agent(topics["accepted"], name=f"generate-{player}", concurrency=concurrency)(generate)
 
-    async def _versions_loaded() -> None:
-        if rt.versions_loaded.is_set():
-            return
-        try:
-            await asyncio.wait_for(rt.versions_loaded.wait(), VERSIONS_WAIT_S)
-        except TimeoutError:
-            # Answering beats stalling the stream; the swap still lands later.
-            log.warning("models.not_loaded", waited_s=VERSIONS_WAIT_S)
-            rt.versions_loaded.set()
-
     async def _generate(player: str, event: Any) -> None:
         prompt = decode(event.message.value, Prompt)
         if prompt.only_players and player not in prompt.only_players:
             return
-        await _versions_loaded()
         client = rt.client(player)
         version = client.version
         model = rt.rated_name(player)
@@ -360,36 +404,73 @@ def register(
             rule=verdict.rule,
         )
 
-    # -- rate: incremental Elo, each judgment counted once --------------------------------
+    # -- rate: incremental Elo, each judgment counted once; route: losses become data -----
 
     ratings = tables["ratings"]
     rating_log = tables["rating_log"]
+    routed = tables["routed"]
 
     @app.agent(topics["judgments"], name="rate")
     async def rate(stream: faust.StreamT) -> None:
         # Routing shares this agent instead of having its own: with two agents on one
         # topic, faust's shutdown was seen to acknowledge an event one of them had not
         # processed (a judgment never rated). Both steps are idempotent on their own.
-        async for event in stream.events():
-            await guard("route", event, None, _route(event))
-            await guard("ratings", event, None, _rate(event))
+        #
+        # Judgments come in batches: the Elo book (one table record) is read and written
+        # once per batch, and every output of the batch is sent at once and acknowledged
+        # together before any table records the work as done. A crash in between makes
+        # the batch run again: outputs repeat (same ids, which readers and the trigger
+        # ignore), nothing is counted twice (the book's offset watermark, rating_log).
+        async for events in stream.take_events(RATE_BATCH, within=RATE_WITHIN_S):
+            book_state = ratings.get("book") or {"last_offset": -1, "players": {}, "pairs": {}}
+            batch = _RateBatch()
+            for event in events:
+                table_writes_for(event)
+                await guard("route", event, None, _route(event, batch))
+                await guard("ratings", event, None, _rate(event, book_state, batch))
+            await asyncio.gather(*batch.acks)
+            for event, table, key, value in batch.writes:
+                table_writes_for(event)
+                table[key] = value
+            if events:
+                ratings["book"] = book_state
 
-    async def _rate(event: Any) -> None:
+    async def queue_send(batch: _RateBatch, key: str, topic: str, event: Any) -> None:
+        batch.acks.append(await topics[topic].send(key=key.encode(), value=encode(event)))
+
+    async def _route(event: Any, batch: _RateBatch) -> None:
+        j = decode(event.message.value, Judgment)
+        if j.battle_id in batch.routed or routed.get(j.battle_id):
+            return
+        for sample in routing.route(j, config.routing, now=time.time()):
+            topic = "sft" if isinstance(sample, SFTSample) else "dpo"
+            await queue_send(batch, j.prompt_id, topic, sample)
+            rt.counters[f"route.{topic}"] += 1
+            log.info(
+                "sample.routed",
+                kind=topic,
+                battle_id=j.battle_id,
+                prompt_id=j.prompt_id,
+                margin=j.margin,
+            )
+        batch.routed.add(j.battle_id)
+        batch.writes.append((event, routed, j.battle_id, True))
+
+    async def _rate(event: Any, book_state: dict[str, Any], batch: _RateBatch) -> None:
         offset = event.message.offset
         j = decode(event.message.value, Judgment)
-        first = rating_log.get(j.battle_id)
+        first = batch.logged.get(j.battle_id, rating_log.get(j.battle_id))
         if first is not None and first != offset:
             rt.counters["ratings.duplicate"] += 1
             log.info(
                 "judgment.duplicate_ignored", battle_id=j.battle_id, offset=offset, counted_at=first
             )
             return
-        book_state = ratings.get("book") or {"last_offset": -1, "players": {}, "pairs": {}}
         if book_state["last_offset"] >= offset:
             if first is None:  # the book landed, the log entry did not: repair it
-                rating_log[j.battle_id] = offset
+                batch.log(event, rating_log, j.battle_id, offset)
             return
-        rating_log[j.battle_id] = offset
+        batch.log(event, rating_log, j.battle_id, offset)
         book = EloBook(
             config.ratings, {m: PlayerRating.from_dict(d) for m, d in book_state["players"].items()}
         )
@@ -405,66 +486,31 @@ def register(
             (j.model_b, j.model_a, 1.0 - s_a, d_b),
         ):
             p = book.get(model)
-            await send(
-                model,
-                "ratings",
-                RatingUpdate(
-                    model=model,
-                    rating=round(p.rating, 4),
-                    battles=p.battles,
-                    battle_id=j.battle_id,
-                    delta=round(delta, 4),
-                    opponent=opponent,
-                    outcome=outcome,
-                    wins=p.wins,
-                    losses=p.losses,
-                    ties=p.ties,
-                    judgment_offset=offset,
-                    ts=now,
-                ),
+            update = RatingUpdate(
+                model=model,
+                rating=round(p.rating, 4),
+                battles=p.battles,
+                battle_id=j.battle_id,
+                delta=round(delta, 4),
+                opponent=opponent,
+                outcome=outcome,
+                wins=p.wins,
+                losses=p.losses,
+                ties=p.ties,
+                judgment_offset=offset,
+                ts=now,
             )
+            await queue_send(batch, model, "ratings", update)
         book_state["players"] = {m: p.to_dict() for m, p in book.players.items()}
         book_state["last_offset"] = offset
         book_state["judgments"] = book_state.get("judgments", 0) + 1
-        ratings["book"] = book_state
         rt.counters["ratings.applied"] += 1
         every = config.ratings.snapshot_every
         if every and book_state["judgments"] % every == 0:
-            await _snapshot(book_state)
+            snapshots.offer(book_state)
 
-    async def _snapshot(book_state: dict[str, Any]) -> None:
-        from arena_stream.snapshots import leaderboard_snapshot
-
-        try:
-            snap = await asyncio.to_thread(
-                leaderboard_snapshot, book_state["pairs"], book_state["judgments"]
-            )
-        except Exception as exc:  # a snapshot is a convenience; never stop the ratings
-            log.warning("leaderboard.snapshot_failed", error=str(exc))
-            return
-        if snap is not None:
-            await send("leaderboard", "leaderboard", snap)
-
-    # -- route: losses become training data (run by the rate agent, see above) ------------
-
-    routed = tables["routed"]
-
-    async def _route(event: Any) -> None:
-        j = decode(event.message.value, Judgment)
-        if routed.get(j.battle_id):
-            return
-        for sample in routing.route(j, config.routing, now=time.time()):
-            topic = "sft" if isinstance(sample, SFTSample) else "dpo"
-            await send(j.prompt_id, topic, sample)
-            rt.counters[f"route.{topic}"] += 1
-            log.info(
-                "sample.routed",
-                kind=topic,
-                battle_id=j.battle_id,
-                prompt_id=j.prompt_id,
-                margin=j.margin,
-            )
-        routed[j.battle_id] = True
+    snapshots = _Snapshots(send)
+    app.task(snapshots.run)
 
     # -- training trigger and model versions (the flywheel) -------------------------------
 

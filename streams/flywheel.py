@@ -12,9 +12,12 @@ to the front of the buffer.
 
 **models watcher**: every worker tails ``arena.models`` from the start with
 its own group-less consumer, so each one switches its target client to the
-newest version, whichever partitions it owns. Generation waits until the
-watcher has applied the versions published before the worker started, so a
-restarted worker never answers with a version older than the newest one.
+newest version, whichever partitions it owns. Before the agents start, the
+worker applies the versions already published (:func:`load_versions`), so a
+restarted worker never answers with an older version than the newest one.
+(Holding the agents back until the watcher caught up instead was tried and
+rejected: agents that stall on their first events at start-up were measured
+to lose work after a later SIGKILL; see docs/reliability.md.)
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from schemas import (
     decode,
     decode_jobs_record,
 )
-from streams.runtime import Runtime
+from streams.runtime import Runtime, table_writes_for
 
 log = structlog.get_logger("arena_stream.flywheel")
 
@@ -141,9 +144,7 @@ def register(
         async for batch in stream.take_events(TRIGGER_BATCH, within=TRIGGER_WITHIN_S):
             state = buffers.get(STATE_KEY) or empty_state()
             for event in batch:
-                # Table writes need the event in context (it names the changelog partition);
-                # take_events leaves none set.
-                stream._set_current_event(event)  # type: ignore[attr-defined]
+                table_writes_for(event)
                 try:
                     await _trigger(event, state)
                 except Exception:
@@ -218,13 +219,29 @@ def register(
     async def watch_models() -> None:
         from arena_stream.kafka_io import tail
 
-        async for record in tail(config, "models", caught_up=rt.versions_loaded):
+        async for record in tail(config, "models"):
             try:
                 version = decode(record.value, ModelVersion)
             except msgspec.MsgspecError as exc:
                 log.warning("models.bad_record", offset=record.offset, error=str(exc))
                 continue
             await apply_version(rt, version)
+
+
+async def load_versions(rt: Runtime) -> None:
+    """Apply the newest published version of each player, before any agent runs."""
+    from arena_stream.kafka_io import read_all
+
+    newest: dict[str, ModelVersion] = {}
+    for record in await read_all(rt.config, "models"):
+        try:
+            version = decode(record.value, ModelVersion)
+        except msgspec.MsgspecError:
+            continue  # the watcher logs it
+        if version.name not in newest or version.version > newest[version.name].version:
+            newest[version.name] = version
+    for version in newest.values():
+        await apply_version(rt, version)
 
 
 async def apply_version(rt: Runtime, version: ModelVersion) -> None:

@@ -238,7 +238,27 @@ async def crash_and_restart(
                 **{k: await count(config, k)
                    for k in ("accepted", "generations", "battles", "judgments", "sft", "dpo")},
             }
-            raise AssertionError(f"not finished: {state}\n{worker.log()[-4000:]}") from None
+            battled = {b.prompt_id for b in await events(config, "battles", Battle)}
+            stuck: dict[str, list[tuple[str, bool]]] = defaultdict(list)
+            for g in await events(config, "generations", Generation):
+                if g.prompt_id not in battled:
+                    stuck[g.prompt_id].append((g.player, g.ok))
+            from aiokafka import AIOKafkaConsumer, TopicPartition
+
+            from arena_stream.broker import client_settings
+            from arena_stream.kafka_io import read_all, topic_name
+            c = AIOKafkaConsumer(**client_settings(config), group_id=config.app_id,
+                                 enable_auto_commit=False)
+            await c.start()
+            name = topic_name(config, "accepted")
+            committed = {p: await c.committed(TopicPartition(name, p)) for p in range(4)}
+            await c.stop()
+            where = {r.key.decode(): (r.partition, r.offset)
+                     for r in await read_all(config, "accepted")}
+            raise AssertionError(
+                f"not finished: {state}\ncommitted: {committed}\naccepted at: {where}\n"
+                f"no battles for: {stuck}\n{worker.log()[-4000:]}"
+            ) from None
         assert worker.signal(signal.SIGTERM, timeout=45) == 0, worker.log()[-3000:]
 
     battles = await events(config, "battles", Battle)
