@@ -167,9 +167,30 @@ def with_delay(handler: Callable[[str, dict[str, Any]], Reply], low: float, high
 N_PROMPTS = 30
 
 
+async def committed_offsets(config: Any, key: str) -> dict[int, int | None]:
+    """The worker group's committed offset of each partition of topic ``key``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from arena_stream.broker import client_settings
+    from arena_stream.kafka_io import topic_name
+
+    c = AIOKafkaConsumer(**client_settings(config), group_id=config.app_id,
+                         enable_auto_commit=False)
+    await c.start()
+    try:
+        name = topic_name(config, key)
+        return {p: await c.committed(TopicPartition(name, p))
+                for p in range(config.broker.partitions)}
+    finally:
+        await c.stop()
+
+
 async def crash_and_restart(
     make_config: Any, tmp_path: Path, workers: list[WorkerProcess],
     interruptions: list[tuple[str, int, int]],
+    *,
+    judge_concurrency: int = 2,
+    delay: tuple[float, float] = (0.05, 0.1),
 ) -> None:
     """Run N prompts through a worker subprocess interrupted at the given stages.
 
@@ -179,14 +200,14 @@ async def crash_and_restart(
     ``("startup", 0, signal)`` signals the (re)started worker while faust is still
     starting: while the worker holds SIGINT/SIGTERM back (its blocked-signal mask).
     """
-    with OpenAIStub(with_delay(length_judge, 0.05, 0.1)) as stub:
+    with OpenAIStub(with_delay(length_judge, *delay)) as stub:
         url = stub.base_url
         players = (player("target", url, "t", role="target", concurrency=1)
                    + player("comp", url, "c", concurrency=1)
                    + player("d", url, "d", concurrency=1))
         config = make_config(url, players=players)
         config = msgspec.structs.replace(
-            config, judge=msgspec.structs.replace(config.judge, concurrency=2)
+            config, judge=msgspec.structs.replace(config.judge, concurrency=judge_concurrency)
         )
         cfg_file = tmp_path / "worker.toml"
         cfg_file.write_bytes(msgspec.toml.encode(config))
@@ -243,16 +264,9 @@ async def crash_and_restart(
             for g in await events(config, "generations", Generation):
                 if g.prompt_id not in battled:
                     stuck[g.prompt_id].append((g.player, g.ok))
-            from aiokafka import AIOKafkaConsumer, TopicPartition
+            committed = {k: await committed_offsets(config, k) for k in ("accepted", "battles")}
+            from arena_stream.kafka_io import read_all
 
-            from arena_stream.broker import client_settings
-            from arena_stream.kafka_io import read_all, topic_name
-            c = AIOKafkaConsumer(**client_settings(config), group_id=config.app_id,
-                                 enable_auto_commit=False)
-            await c.start()
-            name = topic_name(config, "accepted")
-            committed = {p: await c.committed(TopicPartition(name, p)) for p in range(4)}
-            await c.stop()
             where = {r.key.decode(): (r.partition, r.offset)
                      for r in await read_all(config, "accepted")}
             raise AssertionError(
@@ -307,6 +321,18 @@ async def test_sigkill_while_generating_and_while_judging_loses_and_doubles_noth
         ("generations", 20, signal.SIGKILL),
         ("judgments", 15, signal.SIGKILL),
     ])
+
+
+async def test_sigkill_while_judges_finish_out_of_order_loses_nothing(
+    make_config, tmp_path, workers
+) -> None:
+    # Several judge calls in flight with very different latencies: battles finish out of
+    # offset order, so a later battle is acknowledged while an earlier one is still being
+    # judged. Its offset must not be committed past the unfinished one.
+    await crash_and_restart(make_config, tmp_path, workers, [
+        ("judgments", 8, signal.SIGKILL),
+        ("judgments", 30, signal.SIGKILL),
+    ], judge_concurrency=6, delay=(0.01, 0.8))
 
 
 async def test_sigterm_mid_run_then_restart_gives_exact_counts(
