@@ -103,13 +103,16 @@ def register(
     topics: dict[str, faust.TopicT],
     tables: dict[str, faust.TableT],
 ) -> None:
+    async def enqueue(key: str, topic: str, event: Any) -> Any:
+        """Hand a record to the producer; the returned future resolves on the broker's ack."""
+        return await topics[topic].send(key=key.encode(), value=encode(event))
+
     async def send(key: str, topic: str, event: Any) -> None:
         # Wait for the broker's ack, not just for the record to be queued: every caller
         # records the work as done in a table right after sending, and a table write can
         # reach the broker before a queued record does (another partition, one batch per
         # partition per request), so a crash in between would lose the output for good.
-        delivered = await topics[topic].send(key=key.encode(), value=encode(event))
-        await delivered
+        await (await enqueue(key, topic, event))
 
     async def send_dead(letter: Any) -> None:
         rt.counters[f"deadletter.{letter.stage}"] += 1
@@ -436,7 +439,7 @@ def register(
                 ratings["book"] = book_state
 
     async def queue_send(batch: _RateBatch, key: str, topic: str, event: Any) -> None:
-        batch.acks.append(await topics[topic].send(key=key.encode(), value=encode(event)))
+        batch.acks.append(await enqueue(key, topic, event))
 
     async def _route(event: Any, batch: _RateBatch) -> None:
         j = decode(event.message.value, Judgment)
