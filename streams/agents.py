@@ -16,7 +16,7 @@ import msgspec
 import structlog
 
 from arena_stream import battles as battle_rules
-from arena_stream import routing
+from arena_stream import commits, routing
 from arena_stream.config import Config
 from arena_stream.deadletter import dead_letter, message_meta
 from arena_stream.elo import EloBook, PlayerRating
@@ -459,8 +459,29 @@ def register(
         batch.routed.add(j.battle_id)
         batch.writes.append((event, routed, j.battle_id, True))
 
-    async def _rate(event: Any, book_state: dict[str, Any], batch: _RateBatch) -> None:
+    def in_order(event: Any, last: int) -> bool:
+        """Whether ``event`` is the next judgment to apply after offset ``last``."""
         offset = event.message.offset
+        if offset == last + 1:
+            return True
+        start = last + 1 if last >= 0 else commits.first_offset(event)
+        return start is None or commits.nothing_between(event, start)
+
+    async def _rate(event: Any, book_state: dict[str, Any], batch: _RateBatch) -> None:
+        # Elo depends on the order of the games, and the audit replays the log in offset
+        # order, so judgments are applied strictly in offset order: the book's watermark
+        # means "every offset up to here is applied or was not a rating". One that
+        # arrives after a gap (an earlier judgment was skipped or dropped by the consumer)
+        # is left unfinished, and comes back after the earlier one (arena_stream.commits).
+        offset = event.message.offset
+        last = book_state["last_offset"]
+        if offset > last and not in_order(event, last):
+            commits.redo(event)
+            rt.counters["ratings.out_of_order"] += 1
+            log.warning("judgment.out_of_order", offset=offset, applied_through=last)
+            return
+        if offset > last:
+            book_state["last_offset"] = offset  # handled, whatever follows (even an error)
         j = decode(event.message.value, Judgment)
         first = batch.logged.get(j.battle_id, rating_log.get(j.battle_id))
         if first is not None and first != offset:
@@ -469,7 +490,7 @@ def register(
                 "judgment.duplicate_ignored", battle_id=j.battle_id, offset=offset, counted_at=first
             )
             return
-        if book_state["last_offset"] >= offset:
+        if offset <= last:
             if first is None:  # the book landed, the log entry did not: repair it
                 batch.log(event, rating_log, j.battle_id, offset)
             return
@@ -505,7 +526,6 @@ def register(
             )
             await queue_send(batch, model, "ratings", update)
         book_state["players"] = {m: p.to_dict() for m, p in book.players.items()}
-        book_state["last_offset"] = offset
         book_state["judgments"] = book_state.get("judgments", 0) + 1
         rt.counters["ratings.applied"] += 1
         every = config.ratings.snapshot_every

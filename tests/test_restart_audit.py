@@ -48,22 +48,26 @@ async def test_restarted_worker_recovers_its_tables_and_the_audit_agrees(make_co
     gens = await events(config, "generations", Generation)
     judgments = await events(config, "judgments", Judgment)
     ratings = await events(config, "ratings", RatingUpdate)
-    assert len(gens) == 20 and len({g.id for g in gens}) == 20  # p0 was not played again
-    assert len(judgments) == 10 and len(ratings) == 20
+    # p0 was not accepted (so not played) again. Events the first worker was finishing
+    # when it stopped may be redone (at least once): same ids, counted once.
+    assert await count(config, "accepted") == 10
+    assert len({g.id for g in gens}) == 20
+    assert len({j.battle_id for j in judgments}) == 10 and len(ratings) == 20
     last = {r.model: r for r in ratings}
     assert last["comp"].battles == 10 and last["target@v0"].battles == 10  # the book continued
 
     report = await audit(config)
     assert report.ok, report.render()
-    assert report.judgments == 10 and set(report.table) == {"comp", "target@v0"}
+    assert report.judgments - report.duplicates == 10
+    assert set(report.table) == {"comp", "target@v0"}
 
     # replay: by offset, by time, and past the end (where tansu's answer is 0)
     all_rows = await read_window(config, "judgments")
-    assert [r.offset for r in all_rows] == list(range(10))
+    assert [r.offset for r in all_rows] == list(range(len(judgments)))
     later = await read_window(config, "judgments", from_time=first_stop)
     assert 0 < len(later) <= 5 and all(r.timestamp_ms >= first_stop * 1000 for r in later)
     assert await read_window(config, "judgments", from_time=time.time() + 3600) == []
-    assert len(await read_window(config, "judgments", from_offset=7)) == 3
+    assert len(await read_window(config, "judgments", from_offset=7)) == len(judgments) - 7
 
 
 async def test_audit_reports_a_tampered_rating(make_config, stub):

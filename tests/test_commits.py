@@ -1,0 +1,165 @@
+"""The commit rule and the hole detector of :mod:`arena_stream.commits`, without a broker.
+
+The fault tests (``test_faults.py``) check the same end to end with a real
+worker that is killed; these pin down each decision on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+from intervaltree import IntervalTree
+
+from arena_stream.commits import GAP_PROBES, STUCK_CHECKS, CommitGuard, commit_point
+
+
+def no_gaps(offset: int) -> int | None:
+    return None
+
+
+def test_commit_point_stops_at_the_first_unfinished_offset() -> None:
+    assert commit_point(0, {0, 1, 2, 4}, no_gaps) == 3
+    assert commit_point(5, {5, 6}, no_gaps) == 7
+
+
+def test_commit_point_never_steps_over_the_committed_offset_itself() -> None:
+    # faust's own rule commits 10 here: offset 5 (still being judged) would be lost
+    assert commit_point(5, {6, 7, 8, 9}, no_gaps) == 5
+    # and with nothing committed, it took any run: 3..5 past unfinished 0..2
+    assert commit_point(0, {3, 4, 5}, no_gaps) == 0
+
+
+def test_commit_point_counts_log_gaps_as_done() -> None:
+    gaps = IntervalTree()
+    gaps.addi(3, 6)  # offsets 3, 4, 5 hold no records (transaction markers)
+
+    def gap_end(offset: int) -> int | None:
+        found = gaps.at(offset)
+        return max(iv.end for iv in found) if found else None
+
+    assert commit_point(0, {0, 1, 2, 6}, gap_end) == 7
+    assert commit_point(0, {0, 1, 2}, gap_end) == 6
+
+
+class Message:
+    """Stands in for faust's ConsumerMessage (weak-referenceable, like it)."""
+
+    def __init__(self, tp: str, offset: int, generation_id: int = 1) -> None:
+        self.tp = tp
+        self.topic = tp
+        self.offset = offset
+        self.generation_id = generation_id
+        self.acked = False
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.app = SimpleNamespace(
+            rebalancing=False,
+            should_stop=False,
+            consumer_generation_id=1,
+            flow_control=SimpleNamespace(is_active=lambda: True),
+        )
+        self.flow_active = True
+        self._committed_offset: dict[str, int | None] = defaultdict(lambda: None)
+        self._acked_index: dict[str, set[int]] = defaultdict(set)
+        self._gap: dict[str, IntervalTree] = defaultdict(IntervalTree)
+        self.sought: list[tuple[str, int]] = []
+
+    def assignment(self) -> set[str]:
+        return {"t-0"}
+
+    async def seek(self, tp: str, offset: int) -> None:
+        self.sought.append((tp, offset))
+
+
+def rounds(guard: CommitGuard, n: int) -> None:
+    for _ in range(n):
+        asyncio.run(guard.heal())
+
+
+def test_an_event_still_in_a_stream_is_waited_for_not_redelivered() -> None:
+    consumer = FakeConsumer()
+    consumer._committed_offset["t-0"] = 3
+    guard = CommitGuard(consumer)
+    held = [Message("t-0", o) for o in range(3, 8)]  # queued in a slow agent
+    for m in held:
+        guard.delivered(m)
+    consumer._acked_index["t-0"].update({4, 5, 6, 7})
+    rounds(guard, STUCK_CHECKS + 2)
+    assert consumer.sought == []
+
+
+def test_a_dropped_event_is_redelivered_by_seeking_back_to_it() -> None:
+    consumer = FakeConsumer()
+    consumer._committed_offset["t-0"] = 3
+    guard = CommitGuard(consumer)
+    later = [Message("t-0", o) for o in range(4, 8)]
+    dropped = Message("t-0", 3)
+    for m in (dropped, *later):
+        guard.delivered(m)
+    del dropped  # fetched, then dropped without an acknowledgement
+    gc.collect()
+    consumer._acked_index["t-0"].update({4, 5, 6, 7})
+    rounds(guard, STUCK_CHECKS - 1)
+    assert consumer.sought == []  # one round is not enough: it may be on its way
+    rounds(guard, 1)
+    assert consumer.sought == [("t-0", 3)]
+    again = Message("t-0", 3)  # the seek delivers it again; it waits in a stream
+    guard.delivered(again)
+    rounds(guard, STUCK_CHECKS + 1)
+    assert consumer.sought == [("t-0", 3)]
+
+
+def test_a_skipped_event_does_not_count_and_is_redelivered() -> None:
+    consumer = FakeConsumer()
+    consumer._committed_offset["t-0"] = 0
+    guard = CommitGuard(consumer)
+    stale = Message("t-0", 0, generation_id=0)  # fetched before the last rebalance
+    assert guard.is_stale(stale)
+    fresh: list[Any] = [Message("t-0", o) for o in (1, 2)]
+    assert not guard.is_stale(fresh[0])
+    guard.delivered(stale)
+    for m in fresh:
+        guard.delivered(m)
+    stale.acked = True  # the stream skipped it and acknowledged it
+    guard.stale_acks.add(stale)
+    consumer._acked_index["t-0"].update({1, 2})
+    rounds(guard, STUCK_CHECKS)
+    assert consumer.sought == [("t-0", 0)]
+
+
+def test_nothing_is_sought_while_a_rebalance_is_running() -> None:
+    consumer = FakeConsumer()
+    consumer._committed_offset["t-0"] = 0
+    guard = CommitGuard(consumer)
+    guard.delivered(Message("t-0", 5))  # 0..4 never delivered
+    consumer.app.rebalancing = True
+    rounds(guard, STUCK_CHECKS + 1)
+    assert consumer.sought == []
+    consumer.app.rebalancing = False
+    rounds(guard, STUCK_CHECKS)
+    assert consumer.sought == [("t-0", 0)]
+
+
+def test_an_offset_no_record_has_becomes_a_gap_after_repeated_probes() -> None:
+    consumer = FakeConsumer()
+    consumer._committed_offset["t-0"] = 10
+    guard = CommitGuard(consumer)
+    keep = []
+    for probe in range(GAP_PROBES):
+        m = Message("t-0", 12)  # every seek to 10 delivers 12 first: 10 and 11 are markers
+        keep.append(m)
+        guard.delivered(m)
+        consumer._acked_index["t-0"].add(12)
+        m.acked = True
+        rounds(guard, STUCK_CHECKS)
+        assert consumer.sought[-1] == ("t-0", 10), probe
+    guard.delivered(Message("t-0", 12))
+    rounds(guard, STUCK_CHECKS)
+    assert len(consumer.sought) == GAP_PROBES
+    assert sorted((iv.begin, iv.end) for iv in consumer._gap["t-0"]) == [(10, 12)]
