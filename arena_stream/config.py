@@ -158,11 +158,6 @@ class Config(_Section):
     web: WebConfig = msgspec.field(default_factory=WebConfig)
     app_id: str = "arena-stream"
     data_dir: str = ".arena-stream"
-    # Where a worker keeps its tables (dedup state, Elo book, buffers). "memory": rebuilt
-    # from the changelogs at every start, and growing in RAM with every prompt ever seen.
-    # "rocksdb": on disk under data_dir (one data_dir per worker), RAM stays bounded;
-    # needs the `rocksdb` extra.
-    table_store: Literal["memory", "rocksdb"] = "memory"
 
     @property
     def target(self) -> PlayerConfig:

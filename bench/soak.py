@@ -132,7 +132,6 @@ concurrency = {args.concurrency}
     return f"""
 app_id = "soak-{int(time.time())}"
 data_dir = "{data_dir}"
-table_store = "{args.table_store}"
 
 [broker]
 bootstrap_servers = "{bootstrap}"
@@ -447,8 +446,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=float, default=5.0, help="RSS sampling (s)")
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--table-store", choices=("memory", "rocksdb"), default="memory",
-                        help="where the worker keeps its tables")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "soak.md")
     args = parser.parse_args(argv)
     text = asyncio.run(run(args))

@@ -38,7 +38,7 @@ def create_app(config: Config, runtime: Runtime | None = None) -> faust.App:
     quirks = Quirks.for_broker(config.broker)
     settings: dict[str, Any] = dict(
         broker=f"kafka://{config.broker.bootstrap_servers}",
-        store=_table_store(config),
+        store="memory://",
         autodiscover=False,
         topic_partitions=config.broker.partitions,
         topic_replication_factor=config.broker.replication_factor,
@@ -61,35 +61,9 @@ def create_app(config: Config, runtime: Runtime | None = None) -> faust.App:
     runtime = runtime or Runtime(config)
     app.arena_runtime = runtime  # type: ignore[attr-defined]
     t = _declare_topics(app, topics)
-    tables = _declare_tables(app, topics, rocksdb=config.table_store == "rocksdb")
+    tables = _declare_tables(app, topics)
     agents.register(app, config, runtime, t, tables)
     return app
-
-
-# RocksDB's defaults are sized for big servers (64 MiB memtables, a 2 GiB block
-# cache, per table and partition); a worker's tables are small and mostly
-# point lookups of recent keys.
-ROCKSDB_OPTIONS = {
-    "write_buffer_size": 4 * 1024**2,
-    "max_write_buffer_number": 2,
-    "target_file_size_base": 16 * 1024**2,
-    "block_cache_size": 16 * 1024**2,
-    "block_cache_compressed_size": 4 * 1024**2,
-}
-
-
-def _table_store(config: Config) -> str:
-    if config.table_store == "memory":
-        return "memory://"
-    try:
-        import rocksdict  # noqa: F401
-    except ImportError as exc:
-        from arena_stream.config import ConfigError
-
-        raise ConfigError(
-            'table_store = "rocksdb" needs the rocksdb extra: pip install "arena-stream[rocksdb]"'
-        ) from exc
-    return "rocksdb://"
 
 
 def _declare_topics(app: faust.App, topics: Topics) -> dict[str, faust.TopicT]:
@@ -106,13 +80,10 @@ def _declare_topics(app: faust.App, topics: Topics) -> dict[str, faust.TopicT]:
     }
 
 
-def _declare_tables(
-    app: faust.App, topics: Topics, *, rocksdb: bool = False
-) -> dict[str, faust.TableT]:
+def _declare_tables(app: faust.App, topics: Topics) -> dict[str, faust.TableT]:
     from arena_stream.topics import TABLES
 
     json_schema = faust.Schema(key_serializer="json", value_serializer="json")
-    extra: dict[str, Any] = {"options": dict(ROCKSDB_OPTIONS)} if rocksdb else {}
     # Changelog topics keep faust's own naming, "<app_id>-<table>-changelog",
     # which Topics.changelog() mirrors so they are created up front.
     return {
@@ -121,7 +92,6 @@ def _declare_tables(
             default=None,
             partitions=topics.partitions if partitioned else 1,
             schema=json_schema,
-            **extra,
         )
         for name, partitioned in TABLES.items()
     }
