@@ -147,7 +147,7 @@ timeout_s = {args.timeout}
 max_retries = 2
 backoff_s = 0.05
 backoff_max_s = 1.0
-concurrency = {args.concurrency}
+concurrency = {args.judge_concurrency or args.concurrency}
 
 [training]
 enabled = false
@@ -372,7 +372,8 @@ def render(args: argparse.Namespace, published: int, drain_s: float, rc: int, re
         f"- machine: {machine()}; Python {platform.python_version()}",
         f"- 1-minute load average: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
         f"- setup: embedded Tansu broker, 4 partitions; 3 players (target vs 2 competitors, so "
-        f"2 battles per prompt), concurrency {args.concurrency}, timeout {args.timeout}s, "
+        f"2 battles per prompt), player concurrency {args.concurrency}, judge concurrency "
+        f"{args.judge_concurrency or args.concurrency}, timeout {args.timeout}s, "
         f"max_retries 3 (judge 2); stub delay {args.delay * 500:.0f}-{args.delay * 1500:.0f} ms; "
         f"faults per call: {args.p_5xx:.0%} HTTP 503, {args.p_hang:.0%} hang after headers "
         f"({args.timeout + 1:.0f} s), judge only: {args.p_bad_judge:.0%} reply without a verdict",
@@ -443,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--p-bad-judge", type=float, default=0.01)
     parser.add_argument("--timeout", type=float, default=2.0, help="model client timeout (s)")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--judge-concurrency", type=int, default=None,
+                        help="judge calls in flight (default: --concurrency)")
     parser.add_argument("--sample-every", type=float, default=5.0, help="RSS sampling (s)")
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=0)
