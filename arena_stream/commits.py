@@ -98,9 +98,6 @@ class CommitGuard:
         self.consumer = consumer
         self.partitions: dict[Any, _PartitionWatch] = {}
         self.stale_acks: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.seeks = 0
-        self.gaps = 0
-        self.stale = 0
 
     def watch(self, tp: Any) -> _PartitionWatch:
         w = self.partitions.get(tp)
@@ -209,11 +206,9 @@ class CommitGuard:
                 # Seeking here twice delivered a later offset first: no record has it.
                 consumer._gap[tp].addi(offset, w.suspect[1])
                 consumer._gap[tp].merge_overlaps()
-                self.gaps += 1
                 log.warning("commits.gap", tp=str(tp), offset=offset, until=w.suspect[1])
                 w.suspect = None
                 continue
-            self.seeks += 1
             log.warning(
                 "commits.redeliver",
                 tp=str(tp),
@@ -275,12 +270,12 @@ def _patch_faust() -> None:
         return original_message_ack(self, consumer, n)
 
     def ack(self: Any, message: Any) -> bool:
+        # Reached only through Message.ack, which has just recorded a stale message.
         guard = guard_of(self)
-        if guard is None or not guard.is_stale(message):
+        if guard is None or message not in guard.stale_acks:
             return original_ack(self, message)
         message.acked = True  # done with, as far as waiting for it goes; not finished
         self._unacked_messages.discard(message)
-        guard.stale += 1
         return False
 
     def _new_offset(self: Any, tp: Any) -> int | None:

@@ -49,6 +49,7 @@ from arena_stream.broker import EmbeddedBroker  # noqa: E402
 from arena_stream.config import loads  # noqa: E402
 from arena_stream.kafka_io import producer, read_all, topic_name  # noqa: E402
 from arena_stream.worker import prepare  # noqa: E402
+from bench.common import end_offsets  # noqa: E402
 from schemas import Battle, DeadLetter, Generation, Judgment, RatingUpdate, decode  # noqa: E402
 from tests.openai_stub import OpenAIStub, Reply, completion  # noqa: E402
 
@@ -186,19 +187,6 @@ async def publish(config: Any, rate: float, duration: float) -> int:
     return total
 
 
-async def records_in(config: Any, key: str) -> int:
-    """How many records topic ``key`` holds, from its offsets (no reading)."""
-    from arena_stream.broker import Quirks, true_end_offsets
-    from arena_stream.kafka_io import consumer, partitions
-
-    async with consumer(config) as c:
-        tps = await partitions(c, topic_name(config, key))
-        c.assign(tps)
-        ends = await true_end_offsets(c, tps, Quirks.for_broker(config.broker))
-        starts = await c.beginning_offsets(tps)
-        return sum(ends[tp] - starts[tp] for tp in tps)
-
-
 async def drained(config: Any, prompts: int, battles_per_prompt: int) -> bool:
     """Every prompt has its battles, every battle a judgment or a judge dead letter, rated.
 
@@ -210,13 +198,13 @@ async def drained(config: Any, prompts: int, battles_per_prompt: int) -> bool:
     dead = [decode(r.value, DeadLetter) for r in await read_all(config, "deadletter")]
     gen_dead = {d.ref for d in dead if d.stage == "generate"}
     judge_dead = {d.ref for d in dead if d.stage == "judge"}
-    battles = await records_in(config, "battles")
+    records = await end_offsets(config, ["battles", "judgments", "ratings"])
+    battles, judgments = records["battles"], records["judgments"]
     if battles < (prompts - len(gen_dead)) * battles_per_prompt:
         return False
-    judgments = await records_in(config, "judgments")
     if judgments < battles - len(judge_dead):
         return False
-    return await records_in(config, "ratings") >= 2 * judgments
+    return records["ratings"] >= 2 * judgments
 
 
 def machine() -> str:

@@ -77,15 +77,19 @@ class FakeConsumer:
         self.sought.append((tp, offset))
 
 
+def guarded(committed: int) -> tuple[FakeConsumer, CommitGuard]:
+    consumer = FakeConsumer()
+    consumer._committed_offset["t-0"] = committed
+    return consumer, CommitGuard(consumer)
+
+
 def rounds(guard: CommitGuard, n: int) -> None:
     for _ in range(n):
         asyncio.run(guard.heal())
 
 
 def test_an_event_still_in_a_stream_is_waited_for_not_redelivered() -> None:
-    consumer = FakeConsumer()
-    consumer._committed_offset["t-0"] = 3
-    guard = CommitGuard(consumer)
+    consumer, guard = guarded(committed=3)
     held = [Message("t-0", o) for o in range(3, 8)]  # queued in a slow agent
     for m in held:
         guard.delivered(m)
@@ -95,9 +99,7 @@ def test_an_event_still_in_a_stream_is_waited_for_not_redelivered() -> None:
 
 
 def test_a_dropped_event_is_redelivered_by_seeking_back_to_it() -> None:
-    consumer = FakeConsumer()
-    consumer._committed_offset["t-0"] = 3
-    guard = CommitGuard(consumer)
+    consumer, guard = guarded(committed=3)
     later = [Message("t-0", o) for o in range(4, 8)]
     dropped = Message("t-0", 3)
     for m in (dropped, *later):
@@ -116,9 +118,7 @@ def test_a_dropped_event_is_redelivered_by_seeking_back_to_it() -> None:
 
 
 def test_a_skipped_event_does_not_count_and_is_redelivered() -> None:
-    consumer = FakeConsumer()
-    consumer._committed_offset["t-0"] = 0
-    guard = CommitGuard(consumer)
+    consumer, guard = guarded(committed=0)
     stale = Message("t-0", 0, generation_id=0)  # fetched before the last rebalance
     assert guard.is_stale(stale)
     fresh: list[Any] = [Message("t-0", o) for o in (1, 2)]
@@ -134,9 +134,7 @@ def test_a_skipped_event_does_not_count_and_is_redelivered() -> None:
 
 
 def test_nothing_is_sought_while_a_rebalance_is_running() -> None:
-    consumer = FakeConsumer()
-    consumer._committed_offset["t-0"] = 0
-    guard = CommitGuard(consumer)
+    consumer, guard = guarded(committed=0)
     guard.delivered(Message("t-0", 5))  # 0..4 never delivered
     consumer.app.rebalancing = True
     rounds(guard, STUCK_CHECKS + 1)
@@ -147,9 +145,7 @@ def test_nothing_is_sought_while_a_rebalance_is_running() -> None:
 
 
 def test_an_offset_no_record_has_becomes_a_gap_after_repeated_probes() -> None:
-    consumer = FakeConsumer()
-    consumer._committed_offset["t-0"] = 10
-    guard = CommitGuard(consumer)
+    consumer, guard = guarded(committed=10)
     keep = []
     for probe in range(GAP_PROBES):
         m = Message("t-0", 12)  # every seek to 10 delivers 12 first: 10 and 11 are markers
