@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -345,21 +346,91 @@ def broker_for(config: Config) -> Iterator[Config]:
         )
 
 
-async def wait_for_broker(config: Config, timeout: float = 30.0) -> None:
-    """Wait until the broker answers a metadata request."""
+@contextlib.contextmanager
+def _quiet_client_logs() -> Iterator[None]:
+    """Silence aiokafka's per-attempt connection errors while we probe the broker."""
+    import logging
+
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class BrokerUnavailable(ConfigError):
+    """The broker did not answer within the time allowed (a configuration error at start)."""
+
+
+async def wait_for_broker(config: Config, timeout: float | None = 60.0) -> None:
+    """Wait until the broker answers a metadata request; ``None`` waits for ever.
+
+    While it waits it says so (once, then every 15 s), with the address and
+    the last error, so a process started before its broker is visibly waiting
+    rather than hung or dead.
+    """
     from aiokafka.admin import AIOKafkaAdminClient
 
-    deadline = time.monotonic() + timeout
+    address = config.broker.bootstrap_servers
+    started = time.monotonic()
+    said = -math.inf
     while True:
-        admin = AIOKafkaAdminClient(**client_settings(config))
+        admin = AIOKafkaAdminClient(**client_settings(config), request_timeout_ms=5000)
         try:
-            await admin.start()
-            await admin.list_topics()
+            with _quiet_client_logs():  # our own line below says what is wrong, once
+                await admin.start()
+                await admin.list_topics()
+            if said > -math.inf:
+                log.info("broker.reachable", address=address,
+                         waited_s=round(time.monotonic() - started, 1))
             return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
+        except Exception as exc:
+            error = str(exc) or type(exc).__name__
+            waited = time.monotonic() - started
+            if timeout is not None and waited >= timeout:
+                raise BrokerUnavailable(
+                    f"cannot reach the Kafka broker at {address} after {waited:.0f} s ({error}); "
+                    "start it, or fix [broker] bootstrap_servers"
+                ) from None
+            if waited - said >= 15.0:
+                said = waited
+                log.warning("broker.waiting", address=address, error=error,
+                            waited_s=round(waited, 1))
+            await asyncio.sleep(0.5)
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
+
+
+async def prepare(config: Config, *, timeout: float | None = 60.0) -> None:
+    """Wait for the broker, then create every topic and changelog the config names.
+
+    Every command calls this before it reads or writes (through
+    :mod:`arena_stream.kafka_io` and the worker), so the order in which
+    processes start does not matter: whoever comes first lays the topics out
+    with the right partition counts. A cluster that refuses topic creation to
+    this principal (ACLs) is waited on until an administrator or a worker has
+    created them.
+    """
+    from arena_stream.topics import Topics
+
+    await wait_for_broker(config, timeout)
+    wanted = Topics(config.broker, config.app_id).all()
+    started = time.monotonic()
+    while True:
+        try:
+            await ensure_topics(config, wanted)
+            return
+        except Exception as exc:
+            if "authoriz" not in str(exc).lower() and "Authoriz" not in type(exc).__name__:
+                raise
+            waited = time.monotonic() - started
+            if timeout is not None and waited >= timeout:
+                raise BrokerUnavailable(
+                    f"the topics under {config.broker.topic_prefix!r} do not exist and this "
+                    "principal may not create them; start a worker first, or grant CreateTopics"
+                ) from None
+            log.warning("broker.waiting_for_topics", error=str(exc))
+            await asyncio.sleep(2.0)

@@ -27,6 +27,9 @@ class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_de
 class BrokerConfig(_Section):
     bootstrap_servers: str | None = None  # None: start the embedded broker
     embedded_port: int = 0  # 0: pick a free port
+    # How long one-shot commands (publish, replay, audit, ...) wait for the broker before
+    # giving up with an error; services (worker, trainer, followers) wait for ever.
+    connect_timeout_s: float = 60.0
     topic_prefix: str = "arena."
     partitions: int = 4  # prompts, generations, battles, training buffers
     replication_factor: int = 1
@@ -54,6 +57,7 @@ class ModelConfig(_Section):
     top_p: float = 1.0
     max_tokens: int = 256
     timeout_s: float = 120.0
+    startup_timeout_s: float = 30.0  # how long a server may take to come up at start
     max_retries: int = 3
     backoff_s: float = 0.5  # first retry delay; doubles, capped, with jitter
     backoff_max_s: float = 20.0

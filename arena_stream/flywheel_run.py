@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from arena_stream.config import Config
+from arena_stream.config import Config, ConfigError
 from arena_stream.kafka_io import tail
 from arena_stream.progress import TOPICS, Tracker
 from arena_stream.prompts import PromptLine, publish_prompts
@@ -28,8 +28,12 @@ async def run_flywheel(
     config: Config, lines: list[PromptLine], *, rounds: int, job_timeout: float,
     as_json: bool = False,
 ) -> int:
+    from arena_stream.preflight import check_base_checkpoint, require
     from arena_stream.trainer_service import TrainerService
 
+    base = check_base_checkpoint(config)
+    if base is not None:
+        require([base])  # before anything starts: a wrong checkpoint is a config error
     tracker = Tracker(config)
     started = time.monotonic()
     stop = asyncio.Event()
@@ -60,13 +64,20 @@ async def run_flywheel(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     _final_report(tracker, time.monotonic() - started, as_json=as_json)
+    failure = tracker.verdict()
+    if failure is not None:
+        print(f"arena-stream run: FAILED: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _check(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
-            raise RuntimeError(f"{task.get_name()} failed") from task.exception()
+            error = task.exception()
+            if isinstance(error, ConfigError):
+                raise error
+            raise RuntimeError(f"{task.get_name()} failed") from error
 
 
 async def _follow(config: Config, tracker: Tracker) -> None:

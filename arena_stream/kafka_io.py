@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from arena_stream.broker import Quirks, client_settings, true_end_offsets
+from arena_stream.broker import Quirks, client_settings, prepare, true_end_offsets
 from arena_stream.config import Config
 from arena_stream.topics import Topics
 
@@ -26,8 +26,38 @@ def topic_name(config: Config, key: str) -> str:
     return Topics(config.broker, config.app_id).name(key)
 
 
+_prepared: set[tuple[str | None, str, str, int]] = set()
+
+
+class Default:
+    """The marker for "the configured timeout"."""
+
+
+DEFAULT = Default()
+
+
+async def ensure_ready(config: Config, *, timeout: float | Default | None = DEFAULT) -> None:
+    """Wait for the broker and lay the topics out, once per process and configuration.
+
+    Every reader and writer here goes through it, so any command may start
+    before the broker or before the topics: it waits with a message instead of
+    failing, and never lets a broker that auto-creates topics on a metadata
+    request (the embedded one) create them with the wrong partition counts.
+    Long-running commands call it first with ``timeout=None`` (wait for ever);
+    others wait ``[broker] connect_timeout_s``.
+    """
+    key = (config.broker.bootstrap_servers, config.broker.topic_prefix, config.app_id,
+           config.broker.partitions)
+    if key in _prepared:
+        return
+    wait = config.broker.connect_timeout_s if isinstance(timeout, Default) else timeout
+    await prepare(config, timeout=wait)
+    _prepared.add(key)
+
+
 @contextlib.asynccontextmanager
 async def producer(config: Config) -> AsyncIterator[AIOKafkaProducer]:
+    await ensure_ready(config)
     quirks = Quirks.for_broker(config.broker)
     p = AIOKafkaProducer(**client_settings(config), **quirks.producer_settings(), acks="all")
     await p.start()
@@ -39,6 +69,7 @@ async def producer(config: Config) -> AsyncIterator[AIOKafkaProducer]:
 
 @contextlib.asynccontextmanager
 async def consumer(config: Config) -> AsyncIterator[AIOKafkaConsumer]:
+    await ensure_ready(config)
     c = AIOKafkaConsumer(
         **client_settings(config),
         **Quirks.for_broker(config.broker).consumer_settings(),

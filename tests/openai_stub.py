@@ -55,8 +55,11 @@ def echo_handler(path: str, body: dict[str, Any]) -> Reply:
 class OpenAIStub:
     """``with OpenAIStub(handler) as stub: stub.base_url`` -> ``http://127.0.0.1:PORT/v1``."""
 
-    def __init__(self, handler: Handler = echo_handler) -> None:
+    def __init__(self, handler: Handler = echo_handler, *, models: list[str] | None = None) -> None:
+        """``models``: what ``GET /v1/models`` lists, as vLLM does; None answers 404 there,
+        as servers without a model list do."""
         self.handler = handler
+        self.models = models
         self.requests: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         self._lock = threading.Lock()
         stub = self
@@ -66,6 +69,22 @@ class OpenAIStub:
 
             def log_message(self, *args: Any) -> None:
                 return None
+
+            def do_GET(self) -> None:
+                with stub._lock:
+                    stub.requests.append((self.path, {}, dict(self.headers)))
+                if self.path.rstrip("/").endswith("/models") and stub.models is not None:
+                    payload = json.dumps({"object": "list", "data": [
+                        {"id": m, "object": "model", "owned_by": "stub"} for m in stub.models
+                    ]}).encode()
+                    self.send_response(200)
+                else:
+                    payload = b'{"error": "not found"}'
+                    self.send_response(404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)

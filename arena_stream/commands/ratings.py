@@ -23,15 +23,20 @@ def main(args: argparse.Namespace) -> int:
 
     from arena_stream.config import load
     from arena_stream.display import print_ratings
-    from arena_stream.kafka_io import read_all, tail
+    from arena_stream.kafka_io import ensure_ready, read_all, tail
     from arena_stream.ratings_view import latest_ratings
     from schemas import RatingUpdate, decode, encode
 
     config = load(args.config)
 
     async def follow() -> None:
+        await ensure_ready(config, timeout=None)  # a follower may start before anything else
         async for record in tail(config, "ratings"):
-            update = decode(record.value, RatingUpdate)
+            try:
+                update = decode(record.value, RatingUpdate)
+            except (ValueError, TypeError):
+                continue  # not a rating update; the stream never writes one
+
             if args.json:
                 print(encode(update).decode(), flush=True)
             else:
