@@ -67,7 +67,7 @@ async def amain(args: argparse.Namespace) -> str:
     import torch
 
     from arena_stream.config import ModelConfig
-    from arena_stream.players import TransformersClient
+    from arena_stream.models.clients import TransformersClient
 
     spec = ModelConfig(backend="transformers", model="smollm2", max_tokens=args.max_tokens,
                        concurrency=args.requests, temperature=0.0, max_retries=0)

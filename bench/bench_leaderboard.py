@@ -45,7 +45,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from arena_stream import bradley_terry as bt  # noqa: E402
+from arena_stream.ratings import bradley_terry as bt  # noqa: E402
 
 
 def synthetic(n: int, models: int, seed: int) -> tuple[pl.DataFrame, dict[str, float]]:

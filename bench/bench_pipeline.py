@@ -138,8 +138,8 @@ def _area(frame: str) -> str:
 async def run_config(args: argparse.Namespace, *, bootstrap: str, url: str, pids: dict[str, int],
                      flavor: str, workers: int, floor: bool, tmp: Path) -> dict[str, Any]:
     from arena_stream.config import loads
-    from arena_stream.topics import Topics
-    from arena_stream.worker import prepare
+    from arena_stream.kafka.topics import Topics
+    from arena_stream.streams.worker import prepare
 
     tag = uuid.uuid4().hex[:8]
     text = config_toml(bootstrap=bootstrap, url=url, tag=tag, data_dir=str(tmp / tag),
@@ -309,7 +309,7 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], load: tuple[
 
 
 async def amain(args: argparse.Namespace) -> str:
-    from arena_stream.broker import EmbeddedBroker
+    from arena_stream.kafka.broker import EmbeddedBroker
 
     load0 = load_average()
     results = []

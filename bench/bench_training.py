@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from arena_stream.config import TrainingConfig  # noqa: E402
-from schemas.events import DPOPair, Message, SFTSample, TrainingJob  # noqa: E402
+from arena_stream.schemas.events import DPOPair, Message, SFTSample, TrainingJob  # noqa: E402
 
 TOPICS = ["rivers", "volcanoes", "bread", "bridges", "tides", "compilers", "bees", "glaciers"]
 OPENERS = [
@@ -92,7 +92,7 @@ def dpo_pairs(triples: list[tuple[str, str, str]]) -> list[DPOPair]:
 
 
 def one_run(kind: str, samples: list[Any], cfg: TrainingConfig, model: str) -> dict[str, float]:
-    import trainers
+    from arena_stream import trainers
 
     job = TrainingJob(
         id=f"bench-{kind}", kind=kind, base_model="target", base_version=0,  # type: ignore[arg-type]

@@ -49,7 +49,7 @@ from bench.common import (
 
 
 def make_trainer(config: Any, model_dir: Path) -> Any:
-    from arena_stream.trainer_service import TrainerService
+    from arena_stream.trainers.service import TrainerService
 
     class NoTrainingService(TrainerService):
         """The real service with the training step replaced by an instant result."""
@@ -62,18 +62,18 @@ def make_trainer(config: Any, model_dir: Path) -> Any:
 
 
 async def jobs_log(config: Any) -> list[tuple[Any, int]]:
-    from arena_stream.kafka_io import read_all
-    from schemas import decode_jobs_record
+    from arena_stream.kafka.io import read_all
+    from arena_stream.schemas import decode_jobs_record
 
     return [(decode_jobs_record(r.value), r.timestamp) for r in await read_all(config, "jobs")]
 
 
 async def amain(args: argparse.Namespace) -> str:
-    from arena_stream.broker import EmbeddedBroker
     from arena_stream.config import loads
-    from arena_stream.kafka_io import read_all
-    from arena_stream.worker import prepare
-    from schemas import JobStatus, TrainingJob
+    from arena_stream.kafka.broker import EmbeddedBroker
+    from arena_stream.kafka.io import read_all
+    from arena_stream.schemas import JobStatus, TrainingJob
+    from arena_stream.streams.worker import prepare
 
     load0 = load_average()
     rows: list[dict[str, float]] = []

@@ -193,7 +193,7 @@ def checkpoint_dir(args: argparse.Namespace) -> Path:
     """The Hugging Face checkpoint: --checkpoint, or the bundled SmolLM2 converted (cached)."""
     if args.checkpoint is not None:
         return args.checkpoint.expanduser().resolve()
-    from arena_stream.local_models import resolve_checkpoint
+    from arena_stream.models.local import resolve_checkpoint
 
     return resolve_checkpoint(SERVED).resolve()
 
@@ -379,7 +379,7 @@ async def drive_direct(config: Any, n: int, workers: int, *, warm_up: bool) -> d
     per player with the in-flight limit all the workers together have."""
     import msgspec
 
-    from arena_stream.players import OpenAIClient
+    from arena_stream.models.clients import OpenAIClient
 
     clients = [OpenAIClient(msgspec.structs.replace(p, concurrency=p.concurrency * workers),
                             p.name) for p in config.players]
@@ -427,8 +427,8 @@ async def drive_stream(h: Harness, n: int, timeout: float,
                        pids: dict[str, int]) -> dict[str, Any]:
     """Publish n prompts at once; wait for their 2n generations; tokens and times from the
     generations topic."""
-    from arena_stream.kafka_io import read_all
-    from schemas import Generation, decode
+    from arena_stream.kafka.io import read_all
+    from arena_stream.schemas import Generation, decode
 
     before = (await end_offsets(h.config, ["generations"]))["generations"]
     cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
@@ -466,8 +466,8 @@ async def drive_stream(h: Harness, n: int, timeout: float,
 async def served(args: argparse.Namespace, url: str, model: str, tmp: Path,
                  server_pid: int | None) -> dict[str, Any]:
     """Steps 4a and 4b, alternating per run, on the server at ``url``."""
-    from arena_stream.broker import EmbeddedBroker
-    from arena_stream.worker import prepare
+    from arena_stream.kafka.broker import EmbeddedBroker
+    from arena_stream.streams.worker import prepare
 
     out: dict[str, Any] = {"direct": [], "stream": []}
     with contextlib.ExitStack() as stack:

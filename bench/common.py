@@ -237,9 +237,9 @@ async def end_offsets(config: Any, keys: list[str]) -> dict[str, int]:
     """Total true end offset per topic (registry key or full name; all partitions)."""
     from aiokafka import TopicPartition
 
-    from arena_stream.broker import Quirks, true_end_offsets
-    from arena_stream.kafka_io import consumer
-    from arena_stream.topics import Topics
+    from arena_stream.kafka.broker import Quirks, true_end_offsets
+    from arena_stream.kafka.io import consumer
+    from arena_stream.kafka.topics import Topics
 
     reader = reader_config(config)
     topics = Topics(reader.broker, reader.app_id)
@@ -319,7 +319,7 @@ class Harness:
 
     async def publish(self, n: int, *, rate: float | None = None, tag: str | None = None) -> Burst:
         """Publish ``n`` prompts: all at once (``rate`` None) or paced at ``rate`` per second."""
-        from arena_stream.kafka_io import producer, topic_name
+        from arena_stream.kafka.io import producer, topic_name
 
         tag = tag or uuid.uuid4().hex[:6]
         ids = [f"{tag}-{i:05d}" for i in range(n)]
@@ -369,8 +369,8 @@ class Harness:
         The stream's rating updates name their battle (mapped to the prompt through the
         judgments); the floor's are keyed by the prompt id.
         """
-        from arena_stream.kafka_io import read_all
-        from schemas import Judgment, RatingUpdate, decode
+        from arena_stream.kafka.io import read_all
+        from arena_stream.schemas import Judgment, RatingUpdate, decode
 
         reader = reader_config(self.config)
         wanted = set(burst.ids)

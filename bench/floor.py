@@ -40,10 +40,10 @@ import httpx
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from arena_stream.broker import Quirks, client_settings
 from arena_stream.config import Config, load
-from arena_stream.kafka_io import topic_name
-from arena_stream.worker import prepare
+from arena_stream.kafka.broker import Quirks, client_settings
+from arena_stream.kafka.io import topic_name
+from arena_stream.streams.worker import prepare
 
 Record = Any
 Handler = Callable[[Record], Awaitable[None]]

@@ -44,13 +44,13 @@ sys.path.insert(0, str(REPO))
 
 import msgspec  # noqa: E402
 
-from arena_stream.audit import audit  # noqa: E402
-from arena_stream.broker import EmbeddedBroker  # noqa: E402
 from arena_stream.config import loads  # noqa: E402
-from arena_stream.kafka_io import producer, read_all, topic_name  # noqa: E402
-from arena_stream.worker import prepare  # noqa: E402
+from arena_stream.kafka.broker import EmbeddedBroker  # noqa: E402
+from arena_stream.kafka.io import producer, read_all, topic_name  # noqa: E402
+from arena_stream.ratings.audit import audit  # noqa: E402
+from arena_stream.schemas import Battle, DeadLetter, Generation, Judgment, RatingUpdate, decode  # noqa: E402
+from arena_stream.streams.worker import prepare  # noqa: E402
 from bench.common import end_offsets  # noqa: E402
-from schemas import Battle, DeadLetter, Generation, Judgment, RatingUpdate, decode  # noqa: E402
 from tests.openai_stub import OpenAIStub, Reply, completion  # noqa: E402
 
 WARMUP = "warmup"

@@ -1,7 +1,7 @@
 """Event types of arena-stream and their JSON codec (see docs/events.md)."""
 
-from schemas.codec import decode, decoder, encode, stamp, to_builtins
-from schemas.events import (
+from arena_stream.schemas.codec import decode, decoder, encode, stamp, to_builtins
+from arena_stream.schemas.events import (
     EVENT_TYPES,
     SCHEMA_VERSION,
     Battle,

@@ -1,6 +1,6 @@
 """Render the event reference (docs/events.md) from the Structs themselves.
 
-``python -m schemas.docs > docs/events.md``; a test checks the file is current,
+``python -m arena_stream.schemas.docs > docs/events.md``; a test checks the file is current,
 so the reference cannot drift from the code.
 """
 
@@ -11,8 +11,8 @@ import typing
 
 import msgspec
 
-from arena_stream.topics import TOPICS
-from schemas.events import EVENT_TYPES, Game, Message, PromptIn
+from arena_stream.kafka.topics import TOPICS
+from arena_stream.schemas.events import EVENT_TYPES, Game, Message, PromptIn
 
 HEADER = """\
 # Events
@@ -22,7 +22,7 @@ encoded), readable and writable by any Kafka client. Every event carries `v`
 (schema version, now 1) and `ts` (creation time, unix seconds). Fields not
 listed are ignored by readers, so producers may add their own.
 
-Generated from `schemas/events.py` by `python -m schemas.docs`.
+Generated from `schemas/events.py` by `python -m arena_stream.schemas.docs`.
 
 ## Topics
 
@@ -36,7 +36,7 @@ one prompt stays in order on one partition.
 
 
 def _type_name(tp: object) -> str:
-    text = str(tp).replace("typing.", "").replace("schemas.events.", "")
+    text = str(tp).replace("typing.", "").replace("arena_stream.schemas.events.", "")
     return text.replace("<class '", "").replace("'>", "")
 
 

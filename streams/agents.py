@@ -15,15 +15,16 @@ import faust
 import msgspec
 import structlog
 
-from arena_stream import battles as battle_rules
-from arena_stream import commits, routing
+from arena_stream.arena import battles as battle_rules
+from arena_stream.arena import routing
+from arena_stream.arena.validation import InvalidPrompt, parse_prompt
 from arena_stream.config import Config
-from arena_stream.deadletter import dead_letter, message_meta
-from arena_stream.elo import EloBook, PlayerRating
-from arena_stream.judge import JudgeFailed
-from arena_stream.retry import CallFailed
-from arena_stream.validation import InvalidPrompt, parse_prompt
-from schemas import (
+from arena_stream.judges.pairwise import JudgeFailed
+from arena_stream.kafka import commits
+from arena_stream.kafka.deadletter import dead_letter, message_meta
+from arena_stream.models.retry import CallFailed
+from arena_stream.ratings.elo import EloBook, PlayerRating
+from arena_stream.schemas import (
     Battle,
     Generation,
     Judgment,
@@ -34,7 +35,7 @@ from schemas import (
     decode,
     encode,
 )
-from streams.runtime import Runtime, table_writes_for
+from arena_stream.streams.runtime import Runtime, table_writes_for
 
 log = structlog.get_logger("arena_stream.streams")
 RATE_BATCH = 200  # judgments per Elo book write at most
@@ -79,7 +80,7 @@ class _Snapshots:
         self._wake.set()
 
     async def run(self) -> None:
-        from arena_stream.snapshots import leaderboard_snapshot
+        from arena_stream.ratings.snapshots import leaderboard_snapshot
 
         while True:
             await self._wake.wait()
@@ -170,7 +171,7 @@ def register(
             return
         filter_ = rt.decontaminator
         if filter_ is not None:
-            from arena_stream.embeddings import conversation_text
+            from arena_stream.models.embeddings import conversation_text
 
             verdict = (await asyncio.to_thread(filter_.check, [conversation_text(prompt)]))[0]
             if verdict.contaminated:
@@ -537,6 +538,6 @@ def register(
 
     # -- training trigger and model versions (the flywheel) -------------------------------
 
-    from streams import flywheel
+    from arena_stream.streams import flywheel
 
     flywheel.register(app, config, rt, topics, tables, send)

@@ -21,16 +21,16 @@ from typing import Any
 
 import faust
 
-from arena_stream import commits
-from arena_stream.broker import Quirks, faust_broker_credentials
 from arena_stream.config import Config
-from arena_stream.topics import Topics
-from streams.runtime import Runtime
+from arena_stream.kafka import commits
+from arena_stream.kafka.broker import Quirks, faust_broker_credentials
+from arena_stream.kafka.topics import Topics
+from arena_stream.streams.runtime import Runtime
 
 
 def create_app(config: Config, runtime: Runtime | None = None) -> faust.App:
     """Build the app for ``config`` (its broker must be reachable, topics created)."""
-    from streams import agents
+    from arena_stream.streams import agents
 
     topics = Topics(config.broker, config.app_id)
     datadir = Path(config.data_dir) / "faust"
@@ -67,7 +67,7 @@ def create_app(config: Config, runtime: Runtime | None = None) -> faust.App:
 
 
 def _declare_topics(app: faust.App, topics: Topics) -> dict[str, faust.TopicT]:
-    from arena_stream.topics import TOPICS
+    from arena_stream.kafka.topics import TOPICS
 
     return {
         spec.key: app.topic(
@@ -81,7 +81,7 @@ def _declare_topics(app: faust.App, topics: Topics) -> dict[str, faust.TopicT]:
 
 
 def _declare_tables(app: faust.App, topics: Topics) -> dict[str, faust.TableT]:
-    from arena_stream.topics import TABLES
+    from arena_stream.kafka.topics import TABLES
 
     json_schema = faust.Schema(key_serializer="json", value_serializer="json")
     # Changelog topics keep faust's own naming, "<app_id>-<table>-changelog",

@@ -31,7 +31,7 @@ import msgspec
 import structlog
 
 from arena_stream.config import Config
-from schemas import (
+from arena_stream.schemas import (
     DPOPair,
     JobStatus,
     ModelVersion,
@@ -40,7 +40,7 @@ from schemas import (
     decode,
     decode_jobs_record,
 )
-from streams.runtime import Runtime, table_writes_for
+from arena_stream.streams.runtime import Runtime, table_writes_for
 
 log = structlog.get_logger("arena_stream.flywheel")
 
@@ -217,7 +217,7 @@ def register(
 
     @app.task
     async def watch_models() -> None:
-        from arena_stream.kafka_io import tail
+        from arena_stream.kafka.io import tail
 
         async for record in tail(config, "models"):
             try:
@@ -230,7 +230,7 @@ def register(
 
 async def load_versions(rt: Runtime) -> None:
     """Apply the newest published version of each player, before any agent runs."""
-    from arena_stream.kafka_io import read_all
+    from arena_stream.kafka.io import read_all
 
     newest: dict[str, ModelVersion] = {}
     for record in await read_all(rt.config, "models"):

@@ -10,8 +10,8 @@ import weakref
 from typing import Any
 
 from arena_stream.config import Config
-from arena_stream.judge import Judge
-from arena_stream.players import ChatClient, build_client
+from arena_stream.judges.pairwise import Judge
+from arena_stream.models.clients import ChatClient, build_client
 
 
 class Runtime:
@@ -47,7 +47,7 @@ class Runtime:
         if not self.config.decontamination.against:
             return None
         if self._decontaminator is None:
-            from arena_stream.decontaminate import Decontaminator
+            from arena_stream.offline.decontaminate import Decontaminator
 
             self._decontaminator = Decontaminator.from_files(
                 self.config.decontamination.against,

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from arena_stream.broker import EmbeddedBroker
 from arena_stream.config import Config, loads
+from arena_stream.kafka.broker import EmbeddedBroker
 from tests.openai_stub import OpenAIStub, Reply, completion
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,6 +1,6 @@
 """``arena-stream`` in a child process that dies with the process that started it.
 
-Exactly the CLI's entry point (``arena_stream.cli.main``) with the same
+Exactly the CLI's entry point (``arena_stream.cli.entry``) with the same
 arguments; the only addition is Linux's parent-death signal, so a test that is
 interrupted never leaves a worker running against the shared broker::
 
@@ -25,6 +25,6 @@ def die_with_parent() -> None:
 
 if __name__ == "__main__":
     die_with_parent()
-    from arena_stream.cli import main
+    from arena_stream.cli.entry import main
 
     sys.exit(main(sys.argv[1:]))

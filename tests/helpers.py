@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from arena_stream.config import Config
-from arena_stream.kafka_io import producer, read_all, topic_name
-from arena_stream.worker import prepare
-from schemas import decode
+from arena_stream.kafka.io import producer, read_all, topic_name
+from arena_stream.schemas import decode
+from arena_stream.streams.worker import prepare
 
 
 async def publish_raw(config: Config, items: list[tuple[bytes | None, bytes]]) -> None:

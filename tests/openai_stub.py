@@ -83,6 +83,10 @@ class OpenAIStub:
                     self.send_response(404)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(payload)))
+                # A start-up check leaves no pooled connection behind: a test that stops
+                # the server later sees it gone on the next request, as with a real crash.
+                self.send_header("connection", "close")
+                self.close_connection = True
                 self.end_headers()
                 self.wfile.write(payload)
 

@@ -14,8 +14,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from arena_stream import bradley_terry as bt
-from schemas.events import Judgment
+from arena_stream.ratings import bradley_terry as bt
+from arena_stream.schemas.events import Judgment
 
 LOG3 = 400 * math.log10(3)
 
@@ -217,8 +217,8 @@ def test_battles_from_judgments() -> None:
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch):
-    """``arena_stream.cli.main`` with only this command registered (others may be in progress)."""
-    from arena_stream import cli as cli_module
+    """``arena_stream.cli.entry`` with only this command registered (others may be in progress)."""
+    from arena_stream.cli import entry as cli_module
 
     monkeypatch.setattr(cli_module, "COMMANDS", {"leaderboard": "leaderboard"})
     return cli_module.main
@@ -271,7 +271,7 @@ def test_cli_reads_judgments_from_config(cli, monkeypatch, tmp_path: Path, capsy
         seen.update(from_time=from_time, to_time=to_time)
         return [judgment("a", "b", "model_a", 1.0)] * 3 + [judgment("b", "a", "model_a", 2.0)]
 
-    monkeypatch.setitem(sys.modules, "arena_stream.replay",
+    monkeypatch.setitem(sys.modules, "arena_stream.kafka.replay",
                         types.SimpleNamespace(read_judgments=read_judgments))
     monkeypatch.setattr("arena_stream.config.load", lambda path: object())
     assert cli(["leaderboard", "--config", "x.toml", "--from", "2024-07-01T00:00:00Z",

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from arena_stream.cli import COMMANDS, main
+from arena_stream.cli.entry import COMMANDS, main
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

@@ -14,7 +14,7 @@ from typing import Any
 
 from intervaltree import IntervalTree
 
-from arena_stream.commits import GAP_PROBES, STUCK_CHECKS, CommitGuard, commit_point
+from arena_stream.kafka.commits import GAP_PROBES, STUCK_CHECKS, CommitGuard, commit_point
 
 
 def no_gaps(offset: int) -> int | None:

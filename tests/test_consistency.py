@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from arena_stream.commands import consistency as command
-from arena_stream.consistency import compare, load_leaderboard, separated, spearman
-from schemas.events import LeaderboardRow
+from arena_stream.cli.commands import consistency as command
+from arena_stream.offline.consistency import compare, load_leaderboard, separated, spearman
+from arena_stream.schemas.events import LeaderboardRow
 
 
 def row(model: str, lower: float, upper: float, rating: float | None = None) -> LeaderboardRow:

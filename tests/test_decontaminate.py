@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arena_stream.commands import decontaminate as command
-from arena_stream.decontaminate import (
+from arena_stream.cli.commands import decontaminate as command
+from arena_stream.offline.decontaminate import (
     Decontaminator,
     find_test_overlaps,
     near_duplicates,

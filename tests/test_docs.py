@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from schemas.docs import render
+from arena_stream.schemas.docs import render
 
 
 def test_events_reference_is_current() -> None:
     path = Path(__file__).parent.parent / "docs" / "events.md"
-    assert path.read_text() == render(), "run: python -m schemas.docs > docs/events.md"
+    assert path.read_text() == render(), "run: python -m arena_stream.schemas.docs > docs/events.md"
 
 
 def test_deploy_config_is_in_step_with_the_format() -> None:

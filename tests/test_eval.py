@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 
-from arena_stream.cli import main as cli
+from arena_stream.cli.entry import main as cli
 from arena_stream.config import loads
 from tests.conftest import config_text
 

@@ -28,14 +28,13 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from arena_stream.audit import audit
-from arena_stream.broker import Quirks, free_port, true_end_offsets
 from arena_stream.config import Config
-from arena_stream.kafka_io import consumer, partitions, read_all
-from arena_stream.ratings_view import latest_ratings
-from arena_stream.topics import Topics
-from arena_stream.worker import running_worker, wait_until_ready
-from schemas import (
+from arena_stream.kafka.broker import Quirks, true_end_offsets
+from arena_stream.kafka.io import consumer, partitions, read_all
+from arena_stream.kafka.topics import Topics
+from arena_stream.ratings.audit import audit
+from arena_stream.ratings.standings import latest_ratings
+from arena_stream.schemas import (
     Battle,
     DeadLetter,
     DPOPair,
@@ -44,6 +43,7 @@ from schemas import (
     RatingUpdate,
     SFTSample,
 )
+from arena_stream.streams.worker import running_worker, wait_until_ready
 from tests.conftest import judge_reply, length_judge
 from tests.helpers import count, events, prompt, publish_raw, wait_for
 from tests.openai_stub import OpenAIStub, Reply, completion
@@ -182,8 +182,8 @@ async def committed_offsets(config: Any, key: str) -> dict[int, int | None]:
     """The worker group's committed offset of each partition of topic ``key``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from arena_stream.broker import client_settings
-    from arena_stream.kafka_io import topic_name
+    from arena_stream.kafka.broker import client_settings
+    from arena_stream.kafka.io import topic_name
 
     c = AIOKafkaConsumer(**client_settings(config), group_id=config.app_id,
                          enable_auto_commit=False)
@@ -278,7 +278,7 @@ async def crash_and_restart(
                 if g.prompt_id not in battled:
                     stuck[g.prompt_id].append((g.player, g.ok))
             committed = {k: await committed_offsets(config, k) for k in ("accepted", "battles")}
-            from arena_stream.kafka_io import read_all
+            from arena_stream.kafka.io import read_all
 
             where = {r.key.decode(): (r.partition, r.offset)
                      for r in await read_all(config, "accepted")}
@@ -466,22 +466,35 @@ async def test_transient_model_faults_are_retried_and_every_battle_completes(mak
 async def test_dead_player_is_dead_lettered_and_the_healthy_players_still_battle(
     make_config, stub
 ) -> None:
+    """A player whose server dies after the start: its prompts are dead-lettered one by one.
+
+    (A server that is down at the start is a configuration error, reported once:
+    tests/test_first_run.py.)
+    """
     url = stub.base_url
-    closed = f"http://127.0.0.1:{free_port()}/v1"
+    doomed = OpenAIStub(length_judge)
+    doomed.__enter__()
     players = (player("target", url, "t", role="target")
                + player("comp", url, "c")
-               + player("gone", closed, "g", max_retries=1))
+               + player("gone", doomed.base_url, "g", max_retries=1))
     config = make_config(url, players=players, extra='[battles]\nmode = "round-robin"\n')
     n = 4
-    await publish_raw(config, [prompt(f"p{i}", f"q{i}") for i in range(n)])
-    async with running_worker(config) as app:
-        await wait_until_ready(app)
+    alive = True
+    try:
+        async with running_worker(config) as app:
+            await wait_until_ready(app)
+            doomed.__exit__(None, None, None)  # the server dies once the worker is running
+            alive = False
+            await publish_raw(config, [prompt(f"p{i}", f"q{i}") for i in range(n)])
 
-        async def settled() -> bool:
-            return (await count(config, "ratings") >= 2 * n
-                    and await count(config, "deadletter") >= n)
+            async def settled() -> bool:
+                return (await count(config, "ratings") >= 2 * n
+                        and await count(config, "deadletter") >= n)
 
-        await wait_for(settled, timeout=60)
+            await wait_for(settled, timeout=60)
+    finally:
+        if alive:
+            doomed.__exit__(None, None, None)
 
     dead = await events(config, "deadletter", DeadLetter)
     assert len(dead) == n

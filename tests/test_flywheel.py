@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from arena_stream.trainer_service import TrainerService
-from schemas import (
+from arena_stream.schemas import (
     DPOPair,
     Generation,
     JobStatus,
@@ -14,6 +13,7 @@ from schemas import (
     TrainingJob,
     decode_jobs_record,
 )
+from arena_stream.trainers.service import TrainerService
 from tests.helpers import count, events, prompt, publish_raw, wait_for
 from tests.openai_stub import OpenAIStub, Reply, completion
 from tests.test_restart_audit import run_until
@@ -46,7 +46,7 @@ def training_config(make_config, url: str, tmp_path) -> object:
 
 
 async def jobs_of(config) -> list[TrainingJob]:
-    from arena_stream.kafka_io import read_all
+    from arena_stream.kafka.io import read_all
 
     records = [decode_jobs_record(r.value) for r in await read_all(config, "jobs")]
     return [r for r in records if isinstance(r, TrainingJob)]
@@ -124,7 +124,7 @@ async def test_trained_version_is_published_hot_swapped_and_plays(make_config, t
 
 
 async def _records(config, key):
-    from arena_stream.kafka_io import read_all
+    from arena_stream.kafka.io import read_all
 
     return await read_all(config, key)
 
@@ -136,7 +136,7 @@ async def _dpo_job_emitted(config) -> bool:
 def _worker(config):
     from contextlib import asynccontextmanager
 
-    from arena_stream.worker import running_worker, wait_until_ready
+    from arena_stream.streams.worker import running_worker, wait_until_ready
 
     @asynccontextmanager
     async def run():

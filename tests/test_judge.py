@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from arena_stream.config import BattlesConfig, JudgeConfig
-from arena_stream.judge import Judge, JudgeFailed, ParseError, fence, parse_scores
-from schemas import Battle, Game, Message
+from arena_stream.judges.pairwise import Judge, JudgeFailed, ParseError, fence, parse_scores
+from arena_stream.schemas import Battle, Game, Message
 from tests.conftest import judge_reply
 from tests.openai_stub import OpenAIStub, Reply, completion
 

@@ -10,8 +10,8 @@ import pytest
 
 from arena_stream.config import ModelConfig
 from arena_stream.logging import configure, redact
-from arena_stream.players import OpenAIClient
-from arena_stream.retry import CallFailed, backoff_delay
+from arena_stream.models.clients import OpenAIClient
+from arena_stream.models.retry import CallFailed, backoff_delay
 from tests.openai_stub import OpenAIStub, Reply, completion
 
 
@@ -94,7 +94,7 @@ async def test_server_that_hangs_after_headers_times_out() -> None:
 
 
 async def test_connection_refused() -> None:
-    from arena_stream.broker import free_port
+    from arena_stream.kafka.broker import free_port
 
     with pytest.raises(CallFailed) as err:
         await ask(f"http://127.0.0.1:{free_port()}/v1", max_retries=1)

@@ -9,11 +9,11 @@ from pathlib import Path
 import msgspec
 import polars as pl
 
-from arena_stream.audit import audit
-from arena_stream.cli import main as cli
-from arena_stream.replay import read_window
-from arena_stream.worker import running_worker, wait_until_ready
-from schemas import Generation, Judgment, RatingUpdate
+from arena_stream.cli.entry import main as cli
+from arena_stream.kafka.replay import read_window
+from arena_stream.ratings.audit import audit
+from arena_stream.schemas import Generation, Judgment, RatingUpdate
+from arena_stream.streams.worker import running_worker, wait_until_ready
 from tests.helpers import count, events, prompt, publish_raw, wait_for
 
 
@@ -74,7 +74,7 @@ async def test_audit_reports_a_tampered_rating(make_config, stub):
     config = make_config(stub.base_url)
     await publish_raw(config, [prompt("p0", "q0")])
     await run_until(config, "ratings", 2)
-    from arena_stream.kafka_io import producer, topic_name
+    from arena_stream.kafka.io import producer, topic_name
 
     forged = RatingUpdate(model="comp", rating=1234.0, battles=1, battle_id="forged", delta=0,
                           opponent="x", outcome=1.0, judgment_offset=99)
@@ -99,7 +99,7 @@ def test_cli_publish_ratings_replay_audit_deadletter(make_config, stub, tmp_path
         json.dumps({"id": "b", "messages": [{"role": "user", "content": "second"}]}),
         json.dumps({"id": "c", "messages": [{"role": "assistant", "content": "no user"}]}),
     ]) + "\n")
-    from arena_stream.worker import prepare
+    from arena_stream.streams.worker import prepare
 
     asyncio.run(prepare(config))
     assert cli(["publish", str(prompts), "--config", str(cfg_file)]) == 1
@@ -140,9 +140,9 @@ def test_cli_publish_ratings_replay_audit_deadletter(make_config, stub, tmp_path
 
 async def test_a_lost_generation_is_asked_for_again(make_config, stub):
     """A prompt missing one player's answer (as after an event lost in a shutdown) completes."""
-    from arena_stream.kafka_io import producer, topic_name
-    from arena_stream.worker import prepare
-    from schemas import Generation, Message, encode
+    from arena_stream.kafka.io import producer, topic_name
+    from arena_stream.schemas import Generation, Message, encode
+    from arena_stream.streams.worker import prepare
 
     config = make_config(stub.base_url, extra="\n[battles]\nsweep_after_s = 1.0\n")
     await prepare(config)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from arena_stream.cli import main as cli
+from arena_stream.cli.entry import main as cli
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +28,8 @@ def test_logprob_judge_always_gives_a_verdict() -> None:
     import asyncio
 
     from arena_stream.config import default_config
-    from arena_stream.judge import Judge
-    from schemas import Battle, Message
+    from arena_stream.judges.pairwise import Judge
+    from arena_stream.schemas import Battle, Message
 
     config = default_config()
     judge = Judge(config.judge, config.battles)

@@ -8,9 +8,8 @@ from collections import Counter
 import pytest
 
 from arena_stream.config import RatingsConfig
-from arena_stream.elo import EloBook
-from arena_stream.worker import running_worker, wait_until_ready
-from schemas import (
+from arena_stream.ratings.elo import EloBook
+from arena_stream.schemas import (
     Battle,
     DeadLetter,
     DPOPair,
@@ -19,6 +18,7 @@ from schemas import (
     RatingUpdate,
     SFTSample,
 )
+from arena_stream.streams.worker import running_worker, wait_until_ready
 from tests.helpers import count, events, prompt, publish_raw, wait_for
 
 BAD_INPUT = [
@@ -105,8 +105,8 @@ async def test_prompts_become_battles_judgments_ratings_and_samples(make_config,
 async def test_outside_kafka_client_publishes_and_reads_ratings(make_config, stub) -> None:
     confluent_kafka = pytest.importorskip("confluent_kafka")
     config = make_config(stub.base_url)
-    from arena_stream.kafka_io import topic_name
-    from arena_stream.worker import prepare
+    from arena_stream.kafka.io import topic_name
+    from arena_stream.streams.worker import prepare
 
     await prepare(config)
     servers = config.broker.bootstrap_servers
@@ -145,7 +145,7 @@ async def test_outside_kafka_client_publishes_and_reads_ratings(make_config, stu
 
 
 async def test_leaderboard_snapshots_with_intervals_are_published(make_config, stub) -> None:
-    from schemas import LeaderboardSnapshot
+    from arena_stream.schemas import LeaderboardSnapshot
 
     config = make_config(stub.base_url, extra="\n[ratings]\nsnapshot_every = 2\n")
     await publish_raw(config, [prompt(f"s{i}", f"question {i}") for i in range(4)])

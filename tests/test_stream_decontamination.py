@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from schemas import DeadLetter, Generation
+from arena_stream.schemas import DeadLetter, Generation
 from tests.helpers import count, events, prompt, publish_raw, wait_for
 from tests.test_restart_audit import run_until
 

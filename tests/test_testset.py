@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from arena_stream import testset
-from arena_stream.commands import testset as command
-from arena_stream.retry import CallFailed
+from arena_stream.cli.commands import testset as command
+from arena_stream.models.retry import CallFailed
+from arena_stream.offline import testset
 from tests.openai_stub import OpenAIStub, Reply, completion
 
 COOKING = ["chicken thighs", "salmon fillets", "sweet potatoes", "pork shoulder",

@@ -23,9 +23,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import msgspec
 import pytest
 
-import trainers
+from arena_stream import trainers
 from arena_stream.config import TrainingConfig
-from schemas.events import DPOPair, Message, SFTSample, TrainingJob
+from arena_stream.schemas.events import DPOPair, Message, SFTSample, TrainingJob
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,7 @@ def load_saved(path: str) -> Any:
     """A fresh base model with the saved adapter loaded, as a server would hot-load it."""
     from peft import PeftModel
 
-    from arena_stream.local_models import load_model
+    from arena_stream.models.local import load_model
 
     model = PeftModel.from_pretrained(load_model("smollm2"), path)
     model.eval()
@@ -110,8 +110,8 @@ def probe_logits(model: Any, tokenizer: Any) -> Any:
 
 def run_prepared(kind: str, samples: list[Any], out: Path, cfg: TrainingConfig, **kw: Any) -> dict:
     """Train one job in process and gather what the tests compare."""
-    from trainers.dpo import dpo_loss
-    from trainers.sft import sft_loss
+    from arena_stream.trainers.dpo import dpo_loss
+    from arena_stream.trainers.sft import sft_loss
 
     logs: list[dict] = []
     prepared = trainers.prepare_job(
@@ -166,7 +166,7 @@ def test_samples_must_match_the_job_kind(tmp_path: Path) -> None:
 
 
 def test_job_hyperparameters_override_and_typos_fail() -> None:
-    from trainers.common import job_config
+    from arena_stream.trainers.common import job_config
 
     cfg = job_config(CFG, make_job("sft", [], hyperparameters={"learning_rate": 5e-5}))
     assert cfg.learning_rate == 5e-5 and cfg.lora_r == CFG.lora_r
@@ -178,7 +178,7 @@ def test_cli_exits_3_for_ppo(tmp_path: Path) -> None:
     (tmp_path / "job.json").write_bytes(msgspec.json.encode(make_job("ppo", [])))
     (tmp_path / "s.jsonl").write_text("")
     proc = subprocess.run(
-        [sys.executable, "-m", "trainers", "--job", str(tmp_path / "job.json"),
+        [sys.executable, "-m", "arena_stream.trainers", "--job", str(tmp_path / "job.json"),
          "--samples", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "out"),
          "--result", str(tmp_path / "r.json")],
         cwd=REPO, capture_output=True, text=True, timeout=120,
@@ -314,7 +314,7 @@ def test_python_m_trainers_runs_a_tiny_job_deterministically(tmp_path: Path) -> 
         "learning_rate = 1e-3\nseed = 3\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "trainers", "--job", str(tmp_path / "job.json"),
+        [sys.executable, "-m", "arena_stream.trainers", "--job", str(tmp_path / "job.json"),
          "--samples", str(tmp_path / "samples.jsonl"), "--config", str(tmp_path / "config.toml"),
          "--out", str(tmp_path / "v1"), "--result", str(tmp_path / "result.json")],
         cwd=REPO, capture_output=True, text=True, timeout=300,

@@ -26,9 +26,9 @@ import aiohttp
 import msgspec
 import pytest
 
-from arena_stream.web import LeaderboardView, Series
-from arena_stream.worker import running_worker, wait_until_ready
-from schemas import LeaderboardRow, LeaderboardSnapshot, ModelVersion, RatingUpdate
+from arena_stream.cli.web import LeaderboardView, Series
+from arena_stream.schemas import LeaderboardRow, LeaderboardSnapshot, ModelVersion, RatingUpdate
+from arena_stream.streams.worker import running_worker, wait_until_ready
 from tests.helpers import prompt, publish_raw, wait_for
 
 WEB = "\n[web]\nenabled = true\nport = 0\n"

@@ -17,8 +17,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from arena_stream.config import TrainingConfig
-from schemas.events import DPOPair, SFTSample, TrainingJob
-from trainers.common import LogSink, PreparedJob, TrainResult, UnsupportedJobKind, job_config
+from arena_stream.schemas.events import DPOPair, SFTSample, TrainingJob
+from arena_stream.trainers.common import (
+    LogSink,
+    PreparedJob,
+    TrainResult,
+    UnsupportedJobKind,
+    job_config,
+)
 
 __all__ = ["PreparedJob", "TrainResult", "UnsupportedJobKind", "prepare_job", "run_job"]
 
@@ -74,13 +80,13 @@ def prepare_job(
     if not samples:
         raise ValueError(f"job {job.id}: no samples to train on")
     if job.kind == "sft":
-        from trainers.sft import prepare_sft
+        from arena_stream.trainers.sft import prepare_sft
 
         return prepare_sft(
             _typed(job, samples, SFTSample), cfg, base_model=base_model,
             parent_adapter=parent_adapter, out_dir=out_dir, on_log=on_log,
         )
-    from trainers.dpo import prepare_dpo
+    from arena_stream.trainers.dpo import prepare_dpo
 
     return prepare_dpo(
         _typed(job, samples, DPOPair), cfg, base_model=base_model,

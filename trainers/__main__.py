@@ -1,9 +1,9 @@
-"""Run one training job from files: ``python -m trainers --job JOB.json ...``.
+"""Run one training job from files: ``python -m arena_stream.trainers --job JOB.json ...``.
 
 Two uses. The trainer service runs each job in a child process, so the
 memory a run takes (model, optimiser, allocator caches) is returned to the
 system when the job ends. And on a multi-GPU box the same command runs under
-``accelerate launch -m trainers ...``: every process trains its shard, and
+``accelerate launch -m arena_stream.trainers ...``: every process trains its shard, and
 only the main process writes the result file and prints progress.
 
 Progress goes to stdout as one JSON object per line,
@@ -25,14 +25,14 @@ from typing import Any
 import msgspec
 
 from arena_stream.config import TrainingConfig
-from schemas.events import DPOPair, SFTSample, TrainingJob
+from arena_stream.schemas.events import DPOPair, SFTSample, TrainingJob
 
 EXIT_UNSUPPORTED = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m trainers",
+        prog="python -m arena_stream.trainers",
         description="Train one new target version (LoRA adapter or checkpoint) from a job file.",
     )
     parser.add_argument("--job", required=True, type=Path, help="TrainingJob as JSON")
@@ -106,7 +106,7 @@ def emit(event: str, payload: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a trainer box must not reach for the hub
-    from trainers import UnsupportedJobKind, run_job
+    from arena_stream.trainers import UnsupportedJobKind, run_job
 
     job = msgspec.json.decode(args.job.read_bytes(), type=TrainingJob)
     cfg, document = read_config(args.config)

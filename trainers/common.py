@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from arena_stream.config import TrainingConfig
-from schemas.events import Message, TrainingJob
+from arena_stream.schemas.events import Message, TrainingJob
 
 # The projections of a Llama-style block (SmolLM2 is one). The MLP is adapted
 # as well as attention because LoRA on every linear layer is what comes close to
@@ -156,7 +156,7 @@ def load_policy(
     """
     import torch
 
-    from arena_stream.local_models import load_model, load_tokenizer
+    from arena_stream.models.local import load_model, load_tokenizer
 
     # A LoRA base is frozen, so bf16 weights only save memory; full fine-tuning
     # keeps fp32 master weights (bf16 autocast does the compute) so that small

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from arena_stream.config import TrainingConfig
-from schemas.events import DPOPair
-from trainers.common import (
+from arena_stream.schemas.events import DPOPair
+from arena_stream.trainers.common import (
     LogSink,
     PreparedJob,
     ProgressCallback,

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from arena_stream.config import TrainingConfig
-from schemas.events import SFTSample
-from trainers.common import (
+from arena_stream.schemas.events import SFTSample
+from arena_stream.trainers.common import (
     LogSink,
     PreparedJob,
     ProgressCallback,

@@ -1,0 +1,192 @@
+"""Bradley-Terry leaderboard with 95% intervals, from a battles file or the judgments topic.
+
+Ratings are on the Elo scale (400, base 10), centred on a mean of 1000 unless
+--anchor pins one model. Rank is LMArena's: 1 + the number of models that are
+better beyond doubt (their lower bound is above this model's upper bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+
+def parse_time(text: str) -> float:
+    """ISO-8601 (naive means UTC) or unix seconds -> float unix seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (use ISO-8601 like 2024-07-01T12:00:00Z or unix seconds)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def parse_anchor(text: str) -> tuple[str, float]:
+    """``MODEL=RATING``; split at the last ``=`` so model names may contain one."""
+    model, sep, value = text.rpartition("=")
+    try:
+        rating = float(value)
+    except ValueError:
+        rating = math.nan
+    if not sep or not model or not math.isfinite(rating):
+        raise argparse.ArgumentTypeError(f"expected MODEL=RATING, got {text!r}")
+    return model, rating
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError("need at least 2 bootstrap rounds")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--battles", metavar="FILE", help="LMArena battles, JSONL or Parquet")
+    source.add_argument("--config", metavar="FILE", help="read judgments from the Kafka topic")
+    parser.add_argument("--from", dest="from_time", type=parse_time, metavar="T",
+                        help="with --config: first judgment time (ISO-8601 or unix seconds)")
+    parser.add_argument("--to", dest="to_time", type=parse_time, metavar="T",
+                        help="with --config: last judgment time (ISO-8601 or unix seconds)")
+    parser.add_argument("--method", choices=("bootstrap", "sandwich"), default="bootstrap",
+                        help="interval method (default: bootstrap)")
+    parser.add_argument("--bootstrap", type=_positive, default=100, metavar="N",
+                        help="bootstrap rounds (default: 100)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    parser.add_argument("--anchor", type=parse_anchor, metavar="MODEL=RATING",
+                        help="pin one model's rating, e.g. llama-2-70b-chat=1100")
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    fmt.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    parser.add_argument("--plot", metavar="FILE.png", help="write the leaderboard with intervals")
+    parser.add_argument("--history-plot", metavar="FILE.png",
+                        help="write the rating over time of a model's versions (NAME@vN)")
+    parser.add_argument("--history-model", metavar="NAME",
+                        help="whose versions to plot (default: the name with most versions)")
+    parser.add_argument("--history-x", choices=("battles", "time"), default="battles",
+                        help="x axis of --history-plot (default: battles)")
+    parser.add_argument("--checkpoints", type=int, default=20,
+                        help="refits along the history (default: 20)")
+
+
+_VERSION = re.compile(r"^(?P<name>.+)@v(?P<version>\d+)$")
+
+
+def versions(models: list[str], name: str | None) -> list[str]:
+    """``name@vN`` models sorted by N; without a name, the name with most versions."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for model in models:
+        m = _VERSION.match(model)
+        if m:
+            found.setdefault(m["name"], []).append((int(m["version"]), model))
+    if name is None:
+        if not found:
+            return []
+        name = max(sorted(found), key=lambda k: len(found[k]))
+    return [model for _, model in sorted(found.get(name, []))]
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from arena_stream.ratings import bradley_terry as bt
+
+    if args.battles:
+        if args.from_time is not None or args.to_time is not None:
+            raise bt.BattleDataError("--from/--to apply to --config; filter the file instead")
+        return bt.load_battles(args.battles)
+    from arena_stream.config import load
+    from arena_stream.kafka.replay import read_judgments
+
+    config = load(args.config)
+    judgments = read_judgments(config, from_time=args.from_time, to_time=args.to_time)
+    return bt.battles_from_judgments(judgments)
+
+
+def _print_table(rows: list[Any], unbounded: tuple[str, ...], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col, justify in (("rank", "right"), ("model", "left"), ("rating", "right"),
+                         ("95% interval", "right"), ("battles", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        mark = " *" if r.model in unbounded else ""
+        table.add_row(str(r.rank), r.model + mark, f"{r.rating:.1f}",
+                      f"{r.lower:.1f} .. {r.upper:.1f}", str(r.battles))
+    console = Console(file=sys.stdout)
+    console.print(table)
+    if unbounded:
+        console.print("* never lost or never won against the others: rating is provisional")
+
+
+def main(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
+    import msgspec
+
+    from arena_stream.ratings import bradley_terry as bt
+
+    try:
+        battles = _load(args)
+        if battles.height == 0:
+            raise bt.BattleDataError("no battles in the selection")
+        ratings = bt.fit(battles, method=args.method, rounds=args.bootstrap, seed=args.seed,
+                         anchor=args.anchor)
+    except (bt.BattleDataError, ValueError) as exc:
+        print(f"arena-stream leaderboard: error: {exc}", file=sys.stderr)
+        return 2
+    rows = ratings.rows()
+    if ratings.unbounded:
+        print(f"arena-stream leaderboard: warning: no finite rating for "
+              f"{', '.join(ratings.unbounded)} (never lost or never won)", file=sys.stderr)
+
+    if args.json:
+        out = [dict(msgspec.to_builtins(r), provisional=r.model in ratings.unbounded)
+               for r in rows]
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["rank", "model", "rating", "lower", "upper", "battles"])
+        for r in rows:
+            writer.writerow([r.rank, r.model, f"{r.rating:.2f}", f"{r.lower:.2f}",
+                             f"{r.upper:.2f}", r.battles])
+    else:
+        what = f"{args.bootstrap} bootstrap rounds" if args.method == "bootstrap" else "sandwich"
+        _print_table(rows, ratings.unbounded,
+                     f"Bradley-Terry leaderboard, {battles.height} battles, {what}")
+
+    if args.plot:
+        from arena_stream.cli.plots import plot_leaderboard
+
+        plot_leaderboard(rows, args.plot, title=f"Leaderboard ({battles.height} battles)")
+    if args.history_plot:
+        from arena_stream.cli.plots import plot_history
+
+        chosen = versions(ratings.models, args.history_model)
+        if not chosen:
+            who = args.history_model or "any model"
+            print(f"arena-stream leaderboard: error: no versions NAME@vN of {who} to plot",
+                  file=sys.stderr)
+            return 2
+        history = bt.rating_history(battles, chosen, checkpoints=args.checkpoints,
+                                    anchor=args.anchor)
+        try:
+            plot_history(history, args.history_plot, x=args.history_x,
+                         title=f"Rating history of {chosen[0].rsplit('@', 1)[0]}")
+        except ValueError as exc:
+            print(f"arena-stream leaderboard: error: {exc}", file=sys.stderr)
+            return 2
+    return 0

@@ -1,0 +1,108 @@
+"""Build a WizardArena-style offline test set (diverse + hard) from a JSONL prompt file.
+
+``arena-stream testset build --prompts in.jsonl --out testset.jsonl`` clusters
+the prompts with K-Means over sentence embeddings, takes a few per cluster
+(diverse), asks the configured judge to rate the difficulty of a per-cluster
+pool and keeps the hardest (hard). Defaults are the paper's (500 clusters,
+2 per cluster, a pool of 20 per cluster, 1000 hard), clamped to the data.
+Ratings are cached (``--cache``), so an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="testset_command", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="build the test set", description=__doc__)
+    b.add_argument("--prompts", required=True, help="input JSONL: one prompt per line")
+    b.add_argument("--out", required=True, help="output JSONL test set")
+    b.add_argument("--config", help="TOML config whose [judge] rates difficulty "
+                   "(default: the embedded default)")
+    b.add_argument("--clusters", type=int, default=500, help="K-Means clusters (default 500)")
+    b.add_argument("--per-cluster", type=int, default=2,
+                   help="diverse prompts per cluster (default 2)")
+    b.add_argument("--hard-pool", type=int, default=20,
+                   help="prompts per cluster rated for difficulty (default 20)")
+    b.add_argument("--hard", type=int, default=1000,
+                   help="hardest rated prompts kept (default 1000; 0: no hard subset, no judge)")
+    b.add_argument("--seed", type=int, default=0, help="seed for K-Means and sampling")
+    b.add_argument("--diverse-pick", choices=["random", "centroid"], default="random",
+                   help="per cluster: seeded random sample (paper) or nearest to the centroid")
+    b.add_argument("--cache", help="difficulty ratings cache, JSONL "
+                   "(default: <out>.ratings.jsonl)")
+    b.add_argument("--retry-unrated", action="store_true",
+                   help="ask again for prompts cached as unrated (unreadable judge answers)")
+    b.add_argument("--embedding-model", help="sentence-transformers model directory "
+                   "(default: bundled all-MiniLM-L6-v2)")
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    for name in ("clusters", "per_cluster"):
+        if getattr(args, name) < 1:
+            return f"--{name.replace('_', '-')} must be >= 1"
+    for name in ("hard_pool", "hard"):
+        if getattr(args, name) < 0:
+            return f"--{name.replace('_', '-')} must be >= 0"
+    if args.hard > 0 and args.hard_pool < 1:
+        return "--hard needs --hard-pool >= 1"
+    return None
+
+
+def main(args: argparse.Namespace) -> int:
+    problem = _check(args)
+    if problem:
+        print(f"arena-stream testset: error: {problem}", file=sys.stderr)
+        return 2
+    if not Path(args.prompts).is_file():
+        raise FileNotFoundError(f"prompt file not found: {args.prompts}")
+    import asyncio
+
+    from arena_stream.models.embeddings import embed
+    from arena_stream.offline import testset
+
+    records, bad = testset.read_prompts(args.prompts)
+    for b in bad:
+        print(f"{args.prompts}:{b.line}: skipped: {b.error}", file=sys.stderr)
+    if not records:
+        print(f"arena-stream testset: error: no usable prompt in {args.prompts}", file=sys.stderr)
+        return 1
+    options = testset.BuildOptions(
+        clusters=args.clusters, per_cluster=args.per_cluster, hard_pool=args.hard_pool,
+        hard=args.hard, seed=args.seed, diverse_pick=args.diverse_pick,
+    )
+    vectors = embed([r.text for r in records], model_path=args.embedding_model)
+
+    client = None
+    cache = None
+    if options.hard > 0:
+        from arena_stream.config import load
+        from arena_stream.models.clients import build_client
+
+        config = load(args.config)
+        client = build_client(config.judge, "judge")
+        cache = testset.RatingCache(
+            args.cache or f"{args.out}.ratings.jsonl", testset.rater_name(config.judge.model)
+        )
+
+    async def run() -> testset.BuildResult:
+        try:
+            return await testset.build(
+                records, vectors, options, client=client, cache=cache,
+                retry_unrated=args.retry_unrated,
+            )
+        finally:
+            if client is not None:
+                await client.aclose()
+
+    result = asyncio.run(run())
+    testset.write_jsonl(args.out, result.records)
+    print(json.dumps(testset.summary(result, bad, len(records) + len(bad)), indent=2))
+    if result.rating is not None and result.rating.failed:
+        print(f"arena-stream testset: {result.rating.failed} rating calls failed "
+              "(not cached; run again to retry them)", file=sys.stderr)
+    return 0

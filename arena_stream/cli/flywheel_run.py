@@ -1,0 +1,184 @@
+"""``arena-stream run``: worker, trainer, publisher and live display in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from typing import Any
+
+import structlog
+
+from arena_stream.cli.progress import TOPICS, Tracker
+from arena_stream.config import Config, ConfigError
+from arena_stream.datasets.prompts import PromptLine, publish_prompts
+from arena_stream.kafka.io import tail
+from arena_stream.streams.worker import running_worker, wait_until_ready
+
+log = structlog.get_logger(__name__)
+
+
+def shards(lines: list[PromptLine], rounds: int) -> list[list[PromptLine]]:
+    size = -(-len(lines) // max(1, rounds))
+    return [lines[i : i + size] for i in range(0, len(lines), size)]
+
+
+async def run_flywheel(
+    config: Config, lines: list[PromptLine], *, rounds: int, job_timeout: float,
+    as_json: bool = False,
+) -> int:
+    from arena_stream.models.preflight import check_base_checkpoint, require
+    from arena_stream.trainers.service import TrainerService
+
+    base = check_base_checkpoint(config)
+    if base is not None:
+        require([base])  # before anything starts: a wrong checkpoint is a config error
+    tracker = Tracker(config)
+    started = time.monotonic()
+    stop = asyncio.Event()
+    async with running_worker(config) as app:
+        await wait_until_ready(app)
+        runtime = app.arena_runtime
+        tasks = [asyncio.create_task(_follow(config, tracker), name="follow")]
+        if config.training.enabled:
+            trainer = TrainerService(config)
+            tasks.append(asyncio.create_task(trainer.serve(stop), name="trainer"))
+        display = Display(tracker, live=sys.stdout.isatty() and not as_json)
+        try:
+            with display:
+                for i, shard in enumerate(shards(lines, rounds)):
+                    if i > 0 and config.training.enabled:
+                        await _wait_for_training(tracker, runtime, config, display, job_timeout)
+                    tracker.expect([line.prompt.id for line in shard])
+                    await publish_prompts(config, shard)
+                    log.info("run.shard_published", shard=i + 1, prompts=len(shard))
+                    while not tracker.all_done():
+                        _check(tasks)
+                        display.refresh(f"shard {i + 1}/{rounds}")
+                        await asyncio.sleep(0.5)
+                    display.refresh(f"shard {i + 1}/{rounds} done")
+        finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    _final_report(tracker, time.monotonic() - started, as_json=as_json)
+    failure = tracker.verdict()
+    if failure is not None:
+        print(f"arena-stream run: FAILED: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            if isinstance(error, ConfigError):
+                raise error
+            raise RuntimeError(f"{task.get_name()} failed") from error
+
+
+async def _follow(config: Config, tracker: Tracker) -> None:
+    from arena_stream.kafka.io import topic_name
+
+    keys = {topic_name(config, k): k for k in TOPICS}
+    async for record in tail(config, *TOPICS):
+        tracker.feed(keys[record.topic], record.value)
+
+
+async def _wait_for_training(
+    tracker: Tracker, runtime: Any, config: Config, display: Display, timeout: float
+) -> None:
+    """Let jobs fired by the last shard finish, and the worker switch to the newest version."""
+    deadline = time.monotonic() + timeout
+    await asyncio.sleep(2.0)  # the trigger sees the last samples a moment after the ratings
+    target = config.target.name
+    while time.monotonic() < deadline:
+        newest = max((v.version for v in tracker.versions if v.name == target), default=0)
+        if not tracker.jobs_busy() and runtime.client(target).version >= newest:
+            return
+        display.refresh("training")
+        await asyncio.sleep(0.5)
+    log.warning("run.training_wait_timeout", seconds=timeout)
+
+
+class Display:
+    """A rich live view on a terminal; a progress line every few seconds elsewhere."""
+
+    def __init__(self, tracker: Tracker, *, live: bool) -> None:
+        self.tracker = tracker
+        self.live = None
+        self.last_line = 0.0
+        if live:
+            from rich.live import Live
+
+            self.live = Live(refresh_per_second=2, transient=False)
+
+    def __enter__(self) -> Display:
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def refresh(self, phase: str) -> None:
+        c = self.tracker.counts()
+        if self.live is None:
+            now = time.monotonic()
+            if now - self.last_line >= 5.0:
+                self.last_line = now
+                top = ", ".join(f"{r.model} {r.rating:.1f}" for r in self.tracker.standings()[:4])
+                print(f"[{phase}] prompts answered {c['answered']}/{c['prompts']}, "
+                      f"battles judged {c['judged']}/{c['battles']}, jobs {self._jobs()}"
+                      + (f" | {top}" if top else ""), flush=True)
+            return
+        self.live.update(self._render(phase, c))
+
+    def _jobs(self) -> str:
+        jobs = self.tracker.jobs
+        return ", ".join(f"{j}:{s}" for j, s in jobs.items()) or "none"
+
+    def _render(self, phase: str, c: dict[str, Any]) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        from arena_stream.cli.display import ratings_table
+
+        bars = Table.grid(padding=(0, 1))
+        for label, done, total in (
+            ("prompts answered", c["answered"], c["prompts"]),
+            ("battles judged", c["judged"], c["battles"]),
+        ):
+            bars.add_row(f"{label:>17}", ProgressBar(total=max(total, 1), completed=done,
+                                                     width=40), f"{done}/{total}")
+        bars.add_row(f"{'training':>17}", self._jobs(), "")
+        return Group(f"[bold]arena-stream[/bold] — {phase}", bars,
+                     ratings_table(self.tracker.standings(), title="Live Elo"))
+
+
+def _final_report(tracker: Tracker, seconds: float, *, as_json: bool) -> None:
+    import msgspec
+
+    from arena_stream.cli.display import print_ratings
+
+    rows = tracker.standings()
+    if as_json:
+        print_ratings(rows, as_json=True)
+        return
+    c = tracker.counts()
+    print(f"\nDone in {seconds:.0f} s: {c['prompts']} prompts, {c['judged']} battles judged, "
+          f"{tracker.dead_letters} dead letters, versions: "
+          + (", ".join(f"{v.name}@v{v.version} ({v.kind})" for v in tracker.versions) or "none"))
+    print_ratings(rows)
+    if tracker.snapshot is not None:
+        with contextlib.suppress(Exception):
+            snap = msgspec.to_builtins(tracker.snapshot)
+            print(f"Bradley-Terry snapshot after {snap['judgments']} judgments ({snap['method']}):")
+            for r in snap["rows"]:
+                print(f"  {r['rank']:>2}. {r['model']:<20} {r['rating']:7.1f} "
+                      f"[{r['lower']:.1f}, {r['upper']:.1f}]  n={r['battles']}")

@@ -1,0 +1,148 @@
+"""Following a run from the outside: which prompts are done, the standings, the versions.
+
+A prompt is done when it was rejected at intake, or when every player has
+reported for it and each of its battles has a rating update or a judge dead
+letter. The tracker recomputes a prompt's battle ids with the same rule the
+stream uses, so it needs no extra bookkeeping events.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from arena_stream.arena.battles import form_battles
+from arena_stream.config import Config
+from arena_stream.ratings.standings import Standing, latest_ratings
+from arena_stream.schemas import (
+    DeadLetter,
+    Generation,
+    LeaderboardSnapshot,
+    ModelVersion,
+    RatingUpdate,
+    TrainingJob,
+    decode,
+    decode_jobs_record,
+)
+
+TOPICS = ("generations", "ratings", "deadletter", "models", "jobs", "leaderboard")
+
+
+@dataclass
+class PromptState:
+    generations: dict[str, Generation] = field(default_factory=dict)
+    battles: set[str] | None = None
+    rejected: str | None = None
+
+
+@dataclass
+class Tracker:
+    config: Config
+    prompts: dict[str, PromptState] = field(default_factory=dict)
+    rated: set[str] = field(default_factory=set)  # battles whose both updates arrived
+    _updated: dict[str, set[str]] = field(default_factory=dict)  # battle -> models updated
+    failed_battles: set[str] = field(default_factory=set)
+    updates: dict[str, RatingUpdate] = field(default_factory=dict)
+    versions: list[ModelVersion] = field(default_factory=list)
+    jobs: dict[str, str] = field(default_factory=dict)  # job id -> last state
+    snapshot: LeaderboardSnapshot | None = None
+    dead_letters: int = 0
+    dead_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def expect(self, prompt_ids: list[str]) -> None:
+        for pid in prompt_ids:
+            self.prompts.setdefault(pid, PromptState())
+
+    def feed(self, topic_key: str, value: bytes) -> None:
+        # Not ours to judge: the stream dead-letters bad records.
+        with contextlib.suppress(msgspec.MsgspecError):
+            self._feed(topic_key, value)
+
+    def _feed(self, key: str, value: bytes) -> None:
+        if key == "generations":
+            gen = decode(value, Generation)
+            state = self.prompts.get(gen.prompt_id)
+            if state is None or state.battles is not None:
+                return
+            state.generations[gen.player] = gen
+            if set(gen.expected_players) <= set(state.generations):
+                formed = form_battles(list(state.generations.values()),
+                                      mode=self.config.battles.mode,
+                                      target_player=self.config.target.name, now=0.0)
+                state.battles = {b.id for b in formed}
+        elif key == "ratings":
+            u = decode(value, RatingUpdate)
+            # A judgment makes two updates (one per model); the standings are final for a
+            # battle only when both are in, or the report could show one model a battle behind.
+            models = self._updated.setdefault(u.battle_id, set())
+            models.add(u.model)
+            if len(models) >= 2:
+                self.rated.add(u.battle_id)
+                del self._updated[u.battle_id]
+            self.updates[f"{u.model}"] = u
+        elif key == "deadletter":
+            d = decode(value, DeadLetter)
+            self.dead_letters += 1
+            self.dead_reasons[f"{d.stage}/{d.reason}"] += 1
+            if d.stage == "judge" and d.ref:
+                self.failed_battles.add(d.ref)
+            elif d.stage == "intake" and d.key in self.prompts:
+                self.prompts[d.key].rejected = d.reason
+        elif key == "models":
+            self.versions.append(decode(value, ModelVersion))
+        elif key == "jobs":
+            record = decode_jobs_record(value)
+            if isinstance(record, TrainingJob):
+                self.jobs.setdefault(record.id, "emitted")
+            elif record.state != "tick":
+                self.jobs[record.job_id] = record.state
+        elif key == "leaderboard":
+            self.snapshot = decode(value, LeaderboardSnapshot)
+
+    def is_done(self, pid: str) -> bool:
+        state = self.prompts[pid]
+        if state.rejected:
+            return True
+        if state.battles is None:
+            return False
+        return all(b in self.rated or b in self.failed_battles for b in state.battles)
+
+    def counts(self) -> dict[str, Any]:
+        done = sum(self.is_done(p) for p in self.prompts)
+        answered = sum(s.battles is not None or bool(s.rejected) for s in self.prompts.values())
+        battles = sum(len(s.battles or ()) for s in self.prompts.values())
+        judged = sum(
+            len([b for b in (s.battles or ()) if b in self.rated or b in self.failed_battles])
+            for s in self.prompts.values()
+        )
+        return {"prompts": len(self.prompts), "answered": answered, "done": done,
+                "battles": battles, "judged": judged}
+
+    def all_done(self) -> bool:
+        return all(self.is_done(p) for p in self.prompts)
+
+    def jobs_busy(self) -> bool:
+        return any(s not in ("finished", "failed") for s in self.jobs.values())
+
+    def standings(self) -> list[Standing]:
+        return latest_ratings(self.updates.values())
+
+    def verdict(self) -> str | None:
+        """Why the run failed, in one sentence, or None when it did its work.
+
+        A run fails when it judged nothing, or when dead letters outnumber the
+        battles it rated (most of its work was rejected).
+        """
+        rated = len(self.rated)
+        if rated and self.dead_letters <= rated:
+            return None
+        reasons = ", ".join(f"{n} x {r}" for r, n in self.dead_reasons.most_common(3))
+        why = f" (dead letters: {reasons}; see `arena-stream deadletter`)" if reasons else ""
+        if not rated:
+            return f"no battle was judged{why}"
+        return f"most of the work was dead-lettered: {self.dead_letters} dead letters " \
+            f"against {rated} rated battles{why}"

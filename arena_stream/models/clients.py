@@ -1,0 +1,445 @@
+"""Model clients: one interface over OpenAI-compatible servers, in-process transformers and vLLM.
+
+A client answers a conversation with a :class:`Completion` or raises
+:class:`~arena_stream.retry.CallFailed` after its retries; it never returns an
+empty answer as if it were one. Every client bounds its own in-flight calls
+(``concurrency``), so a slow model queues its own work and nobody else's.
+
+Versions: the target's trained versions are LoRA adapters. :meth:`ChatClient.use_version`
+switches which version answers; the openai backend registers the adapter with
+the server first (vLLM's runtime LoRA loading), the transformers backend loads
+it into the shared in-process model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from typing import Any, Protocol
+
+import httpx
+import msgspec
+import structlog
+
+from arena_stream.config import ModelConfig, api_key
+from arena_stream.models.retry import CallFailed, with_retries
+
+log = structlog.get_logger(__name__)
+
+
+class Completion(msgspec.Struct, kw_only=True):
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    attempts: int = 1
+    model: str = ""
+
+
+class ChatClient(Protocol):
+    spec: ModelConfig
+    version: int
+
+    async def complete(
+        self, messages: list[dict[str, str]], *, max_tokens: int | None = None
+    ) -> Completion: ...
+
+    async def use_version(
+        self, version: int, path: str, served_name: str | None = None
+    ) -> None: ...
+
+    async def ready(self) -> None:
+        """Raise :class:`ModelUnavailable` unless the model can answer (checked at start)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class ModelUnavailable(Exception):
+    """A model that cannot be loaded or reached: a configuration error, not a bad message.
+
+    ``reason`` says what is wrong and ``fix`` what to do about it; both are one line.
+    """
+
+    def __init__(self, label: str, reason: str, fix: str = "") -> None:
+        super().__init__(f"{label}: {reason}" + (f" ({fix})" if fix else ""))
+        self.label = label
+        self.reason = reason
+        self.fix = fix
+
+
+def _with_system(spec: ModelConfig, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    if spec.system_prompt and not (messages and messages[0]["role"] == "system"):
+        return [{"role": "system", "content": spec.system_prompt}, *messages]
+    return messages
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class _Bounded:
+    """Shared bookkeeping: the semaphore that bounds in-flight calls and the retry loop."""
+
+    spec: ModelConfig
+    version: int = 0
+
+    def __init__(self, spec: ModelConfig, label: str) -> None:
+        self.spec = spec
+        self.label = label
+        self._slots = asyncio.Semaphore(spec.concurrency)
+        self.retries = 0
+
+    async def _retrying(self, call: Any) -> tuple[Any, int]:
+        def on_retry(exc: CallFailed, attempt: int, delay: float) -> None:
+            self.retries += 1
+            log.warning(
+                "model.retry",
+                model=self.label,
+                reason=exc.reason,
+                attempt=attempt,
+                delay_s=round(delay, 3),
+                error=exc.message,
+            )
+
+        async with self._slots:
+            return await with_retries(
+                call,
+                max_retries=self.spec.max_retries,
+                base=self.spec.backoff_s,
+                cap=self.spec.backoff_max_s,
+                on_retry=on_retry,
+            )
+
+
+class OpenAIClient(_Bounded):
+    """Any OpenAI-compatible ``/v1/chat/completions`` server (vLLM, TGI, llama.cpp, ...)."""
+
+    def __init__(
+        self, spec: ModelConfig, label: str, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        super().__init__(spec, label)
+        headers = {}
+        key = api_key(spec)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._key = key
+        self.served_model = spec.model
+        self._http = httpx.AsyncClient(
+            base_url=(spec.base_url or "").rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(spec.timeout_s, connect=min(10.0, spec.timeout_s)),
+            limits=httpx.Limits(max_connections=spec.concurrency * 2),
+            transport=transport,
+        )
+
+    def _clean(self, text: str) -> str:
+        """Text for an error message with our API key masked (before any truncation).
+
+        Some servers and proxies echo request headers in their error pages, and error
+        messages travel on: to logs, failed generations and dead letters, which the log
+        redaction does not cover.
+        """
+        return text.replace(self._key, "***") if self._key else text
+
+    def _detail(self, response: httpx.Response) -> str:
+        return self._clean(response.text)[:200]
+
+    async def complete(
+        self, messages: list[dict[str, str]], *, max_tokens: int | None = None
+    ) -> Completion:
+        body: dict[str, Any] = {
+            "model": self.served_model,
+            "messages": _with_system(self.spec, messages),
+            "max_tokens": max_tokens or self.spec.max_tokens,
+            "temperature": self.spec.temperature,
+            "top_p": self.spec.top_p,
+            **self.spec.extra_body,
+        }
+        if self.spec.seed is not None:
+            body["seed"] = self.spec.seed
+        started = time.perf_counter()
+        data, attempts = await self._retrying(lambda: self._post_chat(body))
+        return Completion(
+            text=data["text"],
+            prompt_tokens=data["prompt_tokens"],
+            completion_tokens=data["completion_tokens"],
+            latency_s=time.perf_counter() - started,
+            attempts=attempts,
+            model=self.served_model,
+        )
+
+    async def _post_chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            # The whole exchange, body included, is bounded: a server that sends headers
+            # and then stalls must not hold the slot forever.
+            response = await asyncio.wait_for(
+                self._http.post("chat/completions", json=body), self.spec.timeout_s
+            )
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise CallFailed("timeout", f"no answer within {self.spec.timeout_s}s") from exc
+        except httpx.ConnectError as exc:
+            raise CallFailed(
+                "connect", self._clean(f"cannot connect to {self.spec.base_url}: {exc}")
+            ) from exc
+        except httpx.TransportError as exc:
+            raise CallFailed("transport", self._clean(f"{type(exc).__name__}: {exc}")) from exc
+        status = response.status_code
+        if status == 429:
+            raise CallFailed("http_429", "rate limited", retry_after=_retry_after(response))
+        if status >= 500:
+            raise CallFailed(
+                f"http_{status}", self._detail(response), retry_after=_retry_after(response)
+            )
+        if status >= 400:
+            raise CallFailed(
+                f"http_{status}", self._detail(response), retryable=status in (408, 409)
+            )
+        try:
+            payload = response.json()
+            choice = payload["choices"][0]
+            text = choice["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise CallFailed(
+                "malformed", f"unexpected completion body: {self._detail(response)!r}"
+            ) from exc
+        if not isinstance(text, str) or not text.strip():
+            raise CallFailed("empty", "the server returned an empty completion")
+        usage = payload.get("usage") or {}
+        return {
+            "text": text.strip(),
+            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            "completion_tokens": int(usage.get("completion_tokens") or 0),
+        }
+
+    async def ready(self) -> None:
+        """The server answers ``GET /models`` and, when it lists models, lists ours.
+
+        A server that is not up yet is waited for up to ``startup_timeout_s`` (a
+        docker-compose start, a model still loading); a wrong key or a model the
+        server does not serve fails at once.
+        """
+        url = f"{self.spec.base_url}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.spec.startup_timeout_s
+        while True:
+            try:
+                response = await self._http.get("models", timeout=min(10.0, self.spec.timeout_s))
+            except httpx.HTTPError as exc:
+                if loop.time() >= deadline:
+                    raise ModelUnavailable(
+                        self.label,
+                        self._clean(f"cannot reach {url}: {type(exc).__name__} {exc}".strip()),
+                        "start the server, or fix base_url",
+                    ) from None
+                await asyncio.sleep(0.5)
+                continue
+            if response.status_code in (502, 503, 504) and loop.time() < deadline:
+                await asyncio.sleep(0.5)  # a proxy in front of a server that is still loading
+                continue
+            break
+        status = response.status_code
+        if status in (401, 403):
+            raise ModelUnavailable(
+                self.label, f"{url} refused the API key (HTTP {status})",
+                f"check the key in ${self.spec.api_key_env}" if self.spec.api_key_env
+                else "set api_key_env to the variable that holds the key",
+            )
+        if status in (404, 405, 501):
+            return  # a server without a model list; the first call will tell
+        if status >= 400:
+            raise ModelUnavailable(self.label, f"GET {url}/models: HTTP {status}: "
+                                   f"{self._detail(response)}")
+        try:
+            served = [str(m["id"]) for m in response.json()["data"]]
+        except (ValueError, KeyError, TypeError):
+            return  # not the OpenAI shape; nothing to compare against
+        if served and self.served_model not in served:
+            raise ModelUnavailable(
+                self.label,
+                f"model {self.served_model!r} is not served at {url} "
+                f"(it serves: {', '.join(served[:8])})",
+                "fix the model name in the config",
+            )
+
+    async def use_version(self, version: int, path: str, served_name: str | None = None) -> None:
+        """Register a LoRA adapter with a vLLM server, then ask for it by name.
+
+        Needs the server started with ``--enable-lora`` and
+        ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``. A server that already has the
+        adapter answers 400 "already loaded", which is fine.
+        """
+        name = served_name or f"{self.label}-v{version}"
+        root = str(self._http.base_url).rstrip("/")
+        response = await self._http.post(
+            f"{root}/load_lora_adapter", json={"lora_name": name, "lora_path": path}
+        )
+        if response.status_code >= 400 and "already" not in response.text.lower():
+            raise CallFailed(
+                f"http_{response.status_code}",
+                f"load_lora_adapter: {self._detail(response)}",
+                retryable=False,
+            )
+        self.served_model = name
+        self.version = version
+        log.info("model.version", model=self.label, version=version, served=name)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class TransformersClient(_Bounded):
+    """In-process model through :class:`~arena_stream.local_models.LocalEngine`, batched."""
+
+    def __init__(self, spec: ModelConfig, label: str) -> None:
+        super().__init__(spec, label)
+        from arena_stream.models.local import LocalEngine
+
+        self.engine = LocalEngine.shared(
+            spec.model, max_batch=max(1, spec.concurrency), quantize=spec.quantize
+        )
+        self.adapter: str | None = None
+
+    async def complete(
+        self, messages: list[dict[str, str]], *, max_tokens: int | None = None
+    ) -> Completion:
+        started = time.perf_counter()
+
+        async def call() -> tuple[str, int, int]:
+            try:
+                await self.engine.wait_ready()
+                prompt = self.engine.chat_prompt(_with_system(self.spec, messages))
+                result = await self.engine.generate(
+                    prompt,
+                    max_tokens=max_tokens or self.spec.max_tokens,
+                    temperature=self.spec.temperature,
+                    top_p=self.spec.top_p,
+                    adapter=self.adapter,
+                )
+            except Exception as exc:  # a failing local model is a failed call, never a crash
+                raise CallFailed("local_error", f"{type(exc).__name__}: {exc}") from exc
+            if not result[0].strip():
+                raise CallFailed("empty", "the model produced an empty answer")
+            return result
+
+        (text, p_tok, c_tok), attempts = await self._retrying(call)
+        return Completion(
+            text=text,
+            prompt_tokens=p_tok,
+            completion_tokens=c_tok,
+            latency_s=time.perf_counter() - started,
+            attempts=attempts,
+            model=self.spec.model,
+        )
+
+    async def ready(self) -> None:
+        """Load the model now, so that a wrong name fails at start, not on every prompt."""
+        try:
+            await self.engine.wait_ready()
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            raise ModelUnavailable(
+                self.label, f"cannot load local model {self.spec.model!r}: {cause}",
+                'use "smollm2" (bundled) or the path of a Hugging Face checkpoint',
+            ) from None
+
+    async def use_version(self, version: int, path: str, served_name: str | None = None) -> None:
+        name = f"{self.label}-v{version}"
+        self.engine.load_adapter(name, path)
+        self.adapter = name
+        self.version = version
+        log.info("model.version", model=self.label, version=version, adapter=path)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class VLLMClient(_Bounded):
+    """vLLM's in-process async engine (GPU machines; ``pip install arena-stream[vllm]``)."""
+
+    def __init__(self, spec: ModelConfig, label: str) -> None:
+        super().__init__(spec, label)
+        try:
+            from vllm import AsyncEngineArgs, AsyncLLMEngine
+        except ImportError as exc:
+            raise RuntimeError(
+                "backend \"vllm\" needs the vllm extra: pip install 'arena-stream[vllm]'"
+            ) from exc
+        from arena_stream.models.local import resolve_checkpoint
+
+        path = str(resolve_checkpoint(spec.model))
+        self._engine = AsyncLLMEngine.from_engine_args(
+            AsyncEngineArgs(model=path, enable_lora=True, max_loras=4)
+        )
+        self._lora: Any = None
+        self._counter = 0
+
+    async def complete(
+        self, messages: list[dict[str, str]], *, max_tokens: int | None = None
+    ) -> Completion:
+        from vllm import SamplingParams
+
+        started = time.perf_counter()
+        params = SamplingParams(
+            temperature=self.spec.temperature,
+            top_p=self.spec.top_p,
+            max_tokens=max_tokens or self.spec.max_tokens,
+            seed=self.spec.seed,
+        )
+
+        async def call() -> Any:
+            tokenizer = await self._engine.get_tokenizer()
+            prompt = tokenizer.apply_chat_template(
+                _with_system(self.spec, messages), tokenize=False, add_generation_prompt=True
+            )
+            self._counter += 1
+            final = None
+            async for out in self._engine.generate(
+                prompt, params, f"{self.label}-{self._counter}", lora_request=self._lora
+            ):
+                final = out
+            if final is None or not final.outputs[0].text.strip():
+                raise CallFailed("empty", "vLLM produced an empty answer")
+            return final
+
+        final, attempts = await self._retrying(call)
+        out = final.outputs[0]
+        return Completion(
+            text=out.text.strip(),
+            prompt_tokens=len(final.prompt_token_ids or []),
+            completion_tokens=len(out.token_ids),
+            latency_s=time.perf_counter() - started,
+            attempts=attempts,
+            model=self.spec.model,
+        )
+
+    async def ready(self) -> None:
+        return None  # the engine loaded in the constructor; a failure raised there
+
+    async def use_version(self, version: int, path: str, served_name: str | None = None) -> None:
+        from vllm.lora.request import LoRARequest
+
+        self._lora = LoRARequest(served_name or f"{self.label}-v{version}", version, path)
+        self.version = version
+
+    async def aclose(self) -> None:
+        return None
+
+
+def build_client(spec: ModelConfig, label: str) -> ChatClient:
+    """The client for a player or judge spec."""
+    if spec.backend == "openai":
+        return OpenAIClient(spec, label)
+    if spec.backend == "transformers":
+        return TransformersClient(spec, label)
+    if spec.backend == "vllm":
+        return VLLMClient(spec, label)
+    raise ValueError(f"unknown backend {spec.backend!r}")

@@ -1,0 +1,204 @@
+"""Offline evaluation on a fixed test set: every model answers, all pairs are judged.
+
+This is WizardArena's simulated arena: the same two-game judge as the stream,
+round-robin battles on a test set that does not move, and a Bradley-Terry
+leaderboard with intervals. Answers and verdicts are cached in JSONL files
+keyed by content, so adding one model (a new target version) costs only that
+model's answers and battles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from arena_stream.arena.battles import battle_id
+from arena_stream.arena.validation import digest
+from arena_stream.config import Config, PlayerConfig
+from arena_stream.judges.pairwise import Judge, JudgeFailed
+from arena_stream.models.clients import ChatClient, build_client
+from arena_stream.models.retry import CallFailed
+from arena_stream.schemas import Battle, Prompt
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Contestant:
+    name: str  # rated name, e.g. "target@v2"
+    spec: PlayerConfig
+    version: int = 0
+    path: str | None = None  # adapter of a trained version
+
+
+def versions_manifest(config: Config) -> Path:
+    return Path(config.training.model_dir) / config.target.name / "versions.json"
+
+
+def trained_versions(config: Config) -> list[Contestant]:
+    """The target's trained versions recorded by the trainer in its model directory."""
+    manifest = versions_manifest(config)
+    if not manifest.is_file():
+        return []
+    entries = json.loads(manifest.read_text())
+    target = config.target
+    return [
+        Contestant(f"{target.name}@v{e['version']}", target, int(e["version"]), e["path"])
+        for e in sorted(entries, key=lambda e: e["version"])
+    ]
+
+
+def contestants(config: Config, *, include_versions: bool = True) -> list[Contestant]:
+    out = []
+    for p in config.players:
+        name = f"{p.name}@v0" if p.role == "target" else p.name
+        out.append(Contestant(name, p))
+    if include_versions:
+        out.extend(trained_versions(config))
+    return out
+
+
+class JsonlCache:
+    """An append-only JSONL file of ``{"key": ..., "value": ...}``; the last write wins."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {}
+        if path is not None and path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.data[row["key"]] = row["value"]
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"key": key, "value": value}) + "\n")
+
+
+async def _client_for(c: Contestant) -> ChatClient:
+    client = build_client(c.spec, c.spec.name)
+    if c.path is not None:
+        await client.use_version(c.version, c.path, f"{c.spec.name}-v{c.version}")
+    return client
+
+
+async def answer_all(
+    prompts: list[Prompt], players: list[Contestant], cache: JsonlCache
+) -> dict[tuple[str, str], str]:
+    """Every contestant's answer to every prompt (from the cache when it has them)."""
+    answers: dict[tuple[str, str], str] = {}
+    todo: list[tuple[Contestant, Prompt, str]] = []
+    for c in players:
+        for p in prompts:
+            key = f"{c.name}\x1f{p.id}\x1f{p.digest}"
+            hit = cache.get(key)
+            if hit is not None:
+                answers[(c.name, p.id)] = hit
+            else:
+                todo.append((c, p, key))
+    clients = {c.name: await _client_for(c) for c in players if any(t[0] is c for t in todo)}
+
+    async def one(c: Contestant, p: Prompt, key: str) -> None:
+        messages = [{"role": m.role, "content": m.content} for m in p.messages]
+        try:
+            done = await clients[c.name].complete(messages)
+        except CallFailed as exc:
+            log.warning("eval.no_answer", model=c.name, prompt_id=p.id, error=str(exc))
+            return
+        answers[(c.name, p.id)] = done.text
+        cache.put(key, done.text)
+
+    await asyncio.gather(*(one(*t) for t in todo))
+    for client in clients.values():
+        await client.aclose()
+    return answers
+
+
+async def judge_all(
+    prompts: list[Prompt], players: list[Contestant], answers: dict[tuple[str, str], str],
+    judge: Judge, cache: JsonlCache,
+) -> list[dict[str, Any]]:
+    """All pairs on every prompt, judged with both games; LMArena-format battle rows."""
+    rows: list[dict[str, Any]] = []
+    todo: list[tuple[Battle, str]] = []
+    for p in prompts:
+        for a, b in itertools.combinations(players, 2):
+            if (a.name, p.id) not in answers or (b.name, p.id) not in answers:
+                continue
+            ans_a, ans_b = answers[(a.name, p.id)], answers[(b.name, p.id)]
+            bid = battle_id(p.id, a.name, b.name)
+            key = hashlib.sha256(
+                f"{bid}\x1f{ans_a}\x1f{ans_b}\x1f{judge.template_version}\x1f{judge.spec.model}"
+                .encode()
+            ).hexdigest()
+            hit = cache.get(key)
+            if hit is not None:
+                rows.append(hit)
+                continue
+            todo.append((Battle(id=bid, prompt_id=p.id, mode="round-robin",
+                                messages=p.messages, category=p.category, model_a=a.name,
+                                model_b=b.name, player_a=a.spec.name, player_b=b.spec.name,
+                                answer_a=ans_a, answer_b=ans_b), key))
+
+    async def one(battle: Battle, key: str) -> None:
+        try:
+            verdict = await judge.judge(battle)
+        except JudgeFailed as exc:
+            log.warning("eval.unjudged", battle_id=battle.id, error=str(exc))
+            return
+        row = {"model_a": battle.model_a, "model_b": battle.model_b, "winner": verdict.winner,
+               "prompt_id": battle.prompt_id, "battle_id": battle.id,
+               "score_a": verdict.score_a, "score_b": verdict.score_b,
+               "rule": verdict.rule, "judge_model": verdict.judge_model,
+               "template_version": verdict.template_version}
+        rows.append(row)
+        cache.put(key, row)
+
+    await asyncio.gather(*(one(*t) for t in todo))
+    return rows
+
+
+def read_testset(path: str | Path, config: Config) -> list[Prompt]:
+    from arena_stream.datasets.prompts import read_prompt_file
+
+    good, bad = read_prompt_file(path, config.limits)
+    for line, reason in bad:
+        log.warning("eval.bad_line", line=line, reason=reason)
+    return [g.prompt for g in good]
+
+
+async def evaluate(
+    config: Config, prompts: list[Prompt], *, cache_dir: Path | None,
+    include_versions: bool = True,
+) -> list[dict[str, Any]]:
+    players = contestants(config, include_versions=include_versions)
+    for p in prompts:
+        p.digest = p.digest or digest(p.messages)
+    answers = await answer_all(
+        prompts, players, JsonlCache(cache_dir / "answers.jsonl" if cache_dir else None)
+    )
+    judge = Judge(config.judge, config.battles)
+    return await judge_all(
+        prompts, players, answers, judge,
+        JsonlCache(cache_dir / "judgments.jsonl" if cache_dir else None),
+    )
+
+
+def write_battles(rows: list[dict[str, Any]], path: str | Path) -> None:
+    with open(path, "wb") as f:
+        for row in sorted(rows, key=lambda r: (r["prompt_id"], r["model_a"], r["model_b"])):
+            f.write(msgspec.json.encode(row) + b"\n")

@@ -1,0 +1,1 @@
+"""The stages of the stream, one module each: plain functions, testable without a broker."""

@@ -1,0 +1,240 @@
+"""The trainer service: consume training jobs, train, publish new versions.
+
+Jobs come from ``arena.train.jobs``; each names its samples by id and offset
+range on a training-buffer topic. The service reads exactly those samples,
+runs the job in a child process (``python -m trainers``, which also runs under
+``accelerate launch`` on multi-GPU machines), and publishes:
+
+- ``JobStatus`` started / progress (losses) / finished or failed on ``arena.train.jobs``;
+- a ``ModelVersion`` on ``arena.models`` for each finished job.
+
+A job id that already finished is never run again (the trigger may re-send a
+job after a restart). A failed job publishes its reason; the trigger puts its
+samples back in the buffer, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from arena_stream.config import Config
+from arena_stream.kafka.io import (
+    consumer,
+    ensure_ready,
+    partitions,
+    producer,
+    read_all,
+    topic_name,
+)
+from arena_stream.schemas import (
+    DPOPair,
+    JobStatus,
+    ModelVersion,
+    SFTSample,
+    TrainingJob,
+    decode,
+    decode_jobs_record,
+    encode,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class TrainerService:
+    def __init__(self, config: Config, *, python: str | None = None) -> None:
+        self.config = config
+        self.python = python or sys.executable
+        self.finished: set[str] = set()
+        self.versions: dict[str, ModelVersion] = {}
+        self.running: str | None = None
+
+    async def load_history(self) -> None:
+        """What earlier runs did: finished jobs and the newest version of each player."""
+        for record in await read_all(self.config, "jobs"):
+            with contextlib.suppress(msgspec.MsgspecError):
+                status = decode_jobs_record(record.value)
+                if isinstance(status, JobStatus) and status.state == "finished":
+                    self.finished.add(status.job_id)
+        for record in await read_all(self.config, "models"):
+            with contextlib.suppress(msgspec.MsgspecError):
+                v = decode(record.value, ModelVersion)
+                cur = self.versions.get(v.name)
+                if cur is None or v.version > cur.version:
+                    self.versions[v.name] = v
+
+    async def serve(self, stop: asyncio.Event | None = None) -> None:
+        """Run jobs as they arrive until ``stop`` is set.
+
+        It checks first that the checkpoint to train from exists (a configuration
+        error otherwise, reported once), then waits for the broker and lays the
+        topics out if no worker has yet: it may start before or after the workers.
+        """
+        from arena_stream.models.preflight import check_base_checkpoint, require
+
+        base = check_base_checkpoint(self.config)
+        if base is not None:
+            require([base])
+        await ensure_ready(self.config, timeout=None)
+        await self.load_history()
+        stop = stop or asyncio.Event()
+        jobs_topic = topic_name(self.config, "jobs")
+        async with consumer(self.config) as c:
+            tps = await partitions(c, jobs_topic)
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            while not stop.is_set():
+                batch = await c.getmany(timeout_ms=500, max_records=50)
+                for records in batch.values():
+                    for record in records:
+                        try:
+                            job = decode_jobs_record(record.value)
+                        except msgspec.MsgspecError as exc:
+                            log.warning("trainer.bad_job", offset=record.offset, error=str(exc))
+                            continue
+                        if not isinstance(job, TrainingJob) or job.id in self.finished:
+                            continue
+                        await self.run(job)
+
+    async def samples(self, job: TrainingJob) -> list[SFTSample] | list[DPOPair]:
+        kind = SFTSample if job.kind == "sft" else DPOPair
+        first, last = job.offsets.get("0", [0, -1])
+        wanted = set(job.sample_ids)
+        records = await read_all(self.config, "sft" if job.kind == "sft" else "dpo",
+                                 start={0: first}, end={0: last + 1})
+        found: dict[str, Any] = {}
+        for r in records:
+            s = decode(r.value, kind)
+            if s.id in wanted and s.id not in found:
+                found[s.id] = s
+        missing = wanted - set(found)
+        if missing:
+            raise RuntimeError(f"{len(missing)} samples of {job.id} not found in {job.topic}")
+        return [found[i] for i in job.sample_ids]
+
+    async def run(self, job: TrainingJob) -> ModelVersion | None:
+        self.running = job.id
+        started = time.time()
+        async with producer(self.config) as p:
+            jobs_topic = topic_name(self.config, "jobs")
+
+            async def status(state: str, message: str = "", **metrics: float) -> None:
+                ev = JobStatus(job_id=job.id, state=state, kind=job.kind,  # type: ignore[arg-type]
+                               message=message, metrics=metrics, ts=time.time())
+                await p.send_and_wait(jobs_topic, encode(ev), key=job.id.encode())
+
+            await status("started", f"{len(job.sample_ids)} samples")
+            log.info("job.started", job_id=job.id, kind=job.kind, samples=len(job.sample_ids))
+            try:
+                if job.kind == "ppo":
+                    raise RuntimeError("ppo jobs are not implemented (see trainers/README)")
+                samples = await self.samples(job)
+                result = await self._train(job, samples, status)
+            except Exception as exc:
+                log.warning("job.failed", job_id=job.id, error=str(exc))
+                await status("failed", f"{type(exc).__name__}: {exc}"[:2000])
+                self.running = None
+                return None
+            parent = self.versions.get(job.base_model)
+            number = (parent.version if parent else 0) + 1
+            version = ModelVersion(
+                name=job.base_model, version=number, parent_version=job.base_version,
+                path=result["path"], adapter=bool(result.get("adapter", True)), job_id=job.id,
+                kind=job.kind, round=job.round, metrics=result.get("metrics", {}),
+                served_name=f"{job.base_model}-v{number}", ts=time.time(),
+            )
+            await p.send_and_wait(topic_name(self.config, "models"), encode(version),
+                                  key=job.base_model.encode())
+            self.versions[job.base_model] = version
+            self.finished.add(job.id)
+            _record_version(Path(self.config.training.model_dir), version)
+            metrics = {k: float(v) for k, v in result.get("metrics", {}).items()
+                       if isinstance(v, int | float)}
+            metrics["wall_seconds"] = time.time() - started
+            done = JobStatus(job_id=job.id, state="finished", kind=job.kind, version=number,
+                             message=f"published {job.base_model}@v{number}", metrics=metrics,
+                             ts=time.time())
+            await p.send_and_wait(jobs_topic, encode(done), key=job.id.encode())
+            log.info("job.finished", job_id=job.id, version=number, path=version.path,
+                     **{k: round(v, 4) for k, v in metrics.items()})
+        self.running = None
+        return version
+
+    async def _train(self, job: TrainingJob, samples: list[Any], status: Any) -> dict[str, Any]:
+        """Run ``python -m trainers`` for the job and return its result JSON."""
+        model_dir = Path(self.config.training.model_dir).resolve()
+        out = model_dir / job.base_model / job.id
+        out.parent.mkdir(parents=True, exist_ok=True)
+        parent = self.versions.get(job.base_model)
+        with tempfile.TemporaryDirectory(prefix="arena-job-") as tmp:
+            tmpdir = Path(tmp)
+            (tmpdir / "job.json").write_bytes(encode(job))
+            (tmpdir / "samples.jsonl").write_bytes(b"\n".join(encode(s) for s in samples) + b"\n")
+            (tmpdir / "config.toml").write_bytes(msgspec.toml.encode(self.config))
+            result_path = tmpdir / "result.json"
+            cmd = [self.python, "-m", "arena_stream.trainers", "--job", str(tmpdir / "job.json"),
+                   "--samples", str(tmpdir / "samples.jsonl"),
+                   "--config", str(tmpdir / "config.toml"), "--out", str(out),
+                   "--result", str(result_path)]
+            if parent is not None and parent.adapter:
+                cmd += ["--parent-adapter", parent.path]
+            if self.config.training.base_checkpoint:
+                cmd += ["--base-model", self.config.training.base_checkpoint]
+            env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+            )
+            tail: list[str] = []
+            assert proc.stdout is not None
+            try:
+                async for raw in proc.stdout:
+                    line = raw.decode(errors="replace").rstrip()
+                    tail = [*tail[-30:], line]
+                    progress = _progress(line)
+                    if progress is not None:
+                        await status("progress", "", **progress)
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                # Stopping the service must not leave a training process behind; the job
+                # has no "finished" status, so it runs again on the next start.
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
+            if code != 0 or not result_path.is_file():
+                raise RuntimeError(f"trainer exited with {code}: " + " | ".join(tail[-8:]))
+            return json.loads(result_path.read_text())
+
+
+def _progress(line: str) -> dict[str, float] | None:
+    """A trainer log line (``{"event": "log", "loss": ..., "step": ...}``) as progress metrics."""
+    if not line.startswith("{"):
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("event") != "log" or "loss" not in data:
+        return None
+    return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
+
+
+def _record_version(model_dir: Path, version: ModelVersion) -> None:
+    """Keep ``<model_dir>/<player>/versions.json`` so offline tools find versions without Kafka."""
+    manifest = model_dir / version.name / "versions.json"
+    entries = json.loads(manifest.read_text()) if manifest.is_file() else []
+    entries = [e for e in entries if e["version"] != version.version]
+    entries.append({"version": version.version, "path": version.path, "job_id": version.job_id,
+                    "kind": version.kind, "round": version.round})
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(sorted(entries, key=lambda e: e["version"]), indent=1))
