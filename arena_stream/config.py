@@ -121,9 +121,8 @@ class TrainingConfig(_Section):
     dpo_batch: int = 64
     max_wait_s: float = 0.0  # >0: fire a partial batch after this long (time trigger)
     min_batch: int = 1  # a time-triggered job needs at least this many samples
-    schedule: list[Literal["sft", "dpo", "ppo"]] = msgspec.field(
-        default_factory=lambda: ["sft", "dpo"]
-    )
+    # The order jobs fire in, repeated: each entry is a kind of arena_stream/arena/kinds.py.
+    schedule: list[str] = msgspec.field(default_factory=lambda: ["sft", "dpo"])
     model_dir: str = ".arena-stream/models"
     # The checkpoint the target's versions are trained from (a path, or "smollm2").
     # Default: the target's `model` when it is in-process (transformers / vllm);
@@ -206,6 +205,13 @@ def validate(config: Config) -> Config:
         raise ConfigError("broker.partitions must be >= 1")
     if not config.training.schedule:
         raise ConfigError("training.schedule must name at least one kind")
+    from arena_stream.arena.kinds import UnknownKind, kind
+
+    for name in config.training.schedule:
+        try:
+            kind(name)
+        except UnknownKind as exc:
+            raise ConfigError(f"training.schedule: {exc}") from None
     return config
 
 

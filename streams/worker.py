@@ -2,8 +2,11 @@
 
 ``arena-stream worker`` runs it until a signal; ``arena-stream run`` runs it
 beside the publisher, the trainer and the live display, and stops it when the
-prompts are judged. Topics are created before faust looks at them (see
-:mod:`arena_stream.broker` for why).
+prompts are judged. Before faust starts, every topic it will touch exists with
+the right layout (a broker that auto-creates topics on a metadata request
+would otherwise create them with its own defaults: :mod:`arena_stream.kafka.broker`),
+every model answers (:mod:`arena_stream.models.preflight`), and the newest
+published versions are applied.
 """
 
 from __future__ import annotations
@@ -13,18 +16,37 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from arena_stream.config import Config
-from arena_stream.kafka.broker import prepare
-from arena_stream.kafka.io import ensure_ready
+from arena_stream.kafka.broker import ensure_topics, prepare
+from arena_stream.kafka.io import ensure_ready, read_all
 from arena_stream.streams.runtime import Runtime
+from arena_stream.streams.stages import versions
 
-__all__ = ["check_models", "prepare", "running_worker", "wait_until_ready"]
+__all__ = ["RunningWorker", "check_models", "prepare", "running_worker", "wait_until_ready"]
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass
+class RunningWorker:
+    """A started worker: the faust app, what its agents share, and its live page if any."""
+
+    app: Any  # faust.App
+    runtime: Runtime
+    config: Config
+    web: Any = None  # arena_stream.web.live.WebServer when [web] enables it
+
+    @property
+    def should_stop(self) -> bool:
+        return bool(self.app.should_stop)
+
+    async def wait_until_stopped(self) -> None:
+        await self.app.wait_until_stopped()
 
 
 async def check_models(runtime: Runtime) -> None:
@@ -36,19 +58,32 @@ async def check_models(runtime: Runtime) -> None:
     await require_models(clients)
 
 
+async def load_versions(runtime: Runtime) -> None:
+    """Apply the newest published version of each player, before any agent runs."""
+    records = await read_all(runtime.config, "models")
+    for name, version in versions.newest_versions(r.value for r in records).items():
+        if name in runtime.player_names and await versions.apply_version(
+            runtime.client(name), version
+        ):
+            runtime.versions[name] = version
+
+
 @contextlib.asynccontextmanager
-async def running_worker(config: Config, runtime: Any = None) -> AsyncIterator[Any]:
-    """Run the stream agents in this loop; yields the faust app."""
+async def running_worker(
+    config: Config, runtime: Runtime | None = None
+) -> AsyncIterator[RunningWorker]:
+    """Run the stream agents in this loop until the block ends."""
     import faust
 
     from arena_stream.streams.app import create_app
-    from arena_stream.streams.flywheel import load_versions
 
     await ensure_ready(config, timeout=None)  # a service waits for its broker for ever
     runtime = runtime or Runtime(config)
     await check_models(runtime)
-    app = create_app(config, runtime)
-    await load_versions(app.arena_runtime)
+    wiring = create_app(config, runtime)
+    app = wiring.app
+    await ensure_topics(config, wiring.internal_topics())
+    await load_versions(runtime)
     worker = faust.Worker(
         app,
         loglevel=logging.WARNING,
@@ -64,26 +99,27 @@ async def running_worker(config: Config, runtime: Any = None) -> AsyncIterator[A
     )
     await worker.start()
     log.info("worker.started", app_id=config.app_id, broker=config.broker.bootstrap_servers)
-    app.arena_web = None  # type: ignore[attr-defined]  # the live page, when [web] enables it
+    running = RunningWorker(app=app, runtime=runtime, config=config)
     try:
         if config.web.enabled:
-            from arena_stream.cli.web import start_server
+            from arena_stream.web.live import start_server
 
-            app.arena_web = await start_server(config)  # type: ignore[attr-defined]
-        yield app
+            running.web = await start_server(config)
+        yield running
     finally:
-        if app.arena_web is not None:
+        if running.web is not None:
             with contextlib.suppress(Exception):
-                await app.arena_web.stop()
+                await running.web.stop()
         with contextlib.suppress(Exception):
             await worker.stop()
         with contextlib.suppress(Exception):
-            await app.arena_runtime.aclose()
-        log.info("worker.stopped", counters=dict(app.arena_runtime.counters))
+            await runtime.aclose()
+        log.info("worker.stopped", counters=dict(runtime.counters))
 
 
-async def wait_until_ready(app: Any, timeout: float = 60.0) -> None:
+async def wait_until_ready(worker: RunningWorker, timeout: float = 60.0) -> None:
     """Wait until the consumer has its partitions and tables have recovered."""
+    app = worker.app
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:

@@ -31,7 +31,7 @@ from structlog.testing import capture_logs
 from arena_stream.config import Config
 from arena_stream.kafka.broker import Quirks, true_end_offsets
 from arena_stream.kafka.io import consumer, partitions, read_all
-from arena_stream.kafka.topics import Topics
+from arena_stream.kafka.topics import changelog_topic
 from arena_stream.ratings.audit import audit
 from arena_stream.ratings.standings import latest_ratings
 from arena_stream.schemas import (
@@ -72,7 +72,7 @@ def player(name: str, url: str, model: str, *, role: str = "competitor", **kw: A
 
 async def table_state(config: Config, table: str) -> dict[Any, Any]:
     """A table's last state per key, read back from its changelog (None: deleted)."""
-    name = Topics(config.broker, config.app_id).changelog(table)
+    name = changelog_topic(config.app_id, table)
     state: dict[Any, Any] = {}
     async with consumer(config) as c:
         tps = await partitions(c, name)
@@ -259,7 +259,7 @@ async def crash_and_restart(
             if ratings != want:
                 return False
             flywheel = (await table_state(config, "buffers")).get("flywheel") or {}
-            pending = flywheel.get("pending", {})
+            pending = flywheel.get("waiting", {})
             return len(pending.get("sft", [])) >= n and len(pending.get("dpo", [])) >= n
 
         try:
@@ -268,7 +268,7 @@ async def crash_and_restart(
             flywheel = (await table_state(config, "buffers")).get("flywheel") or {}
             state = {
                 "ratings": last_ratings(await events(config, "ratings", RatingUpdate)),
-                "buffered": {k: len(v) for k, v in flywheel.get("pending", {}).items()},
+                "buffered": {k: len(v) for k, v in flywheel.get("waiting", {}).items()},
                 **{k: await count(config, k)
                    for k in ("accepted", "generations", "battles", "judgments", "sft", "dpo")},
             }
@@ -316,7 +316,7 @@ async def crash_and_restart(
     assert len({s.id for s in sft}) == n and len({p.id for p in dpo}) == n
     flywheel = (await table_state(config, "buffers"))["flywheel"]
     for kind, samples in (("sft", sft), ("dpo", dpo)):
-        ids = [sample_id for sample_id, _ in flywheel["pending"][kind]]
+        ids = [sample_id for sample_id, _ in flywheel["waiting"][kind]]
         assert len(ids) == len(set(ids)) == n
         assert set(ids) == {s.id for s in samples}
     assert dead == []
@@ -702,6 +702,9 @@ async def test_api_key_never_appears_in_worker_logs_or_dead_letters(
     for topic in ("deadletter", "generations"):
         raw = b"".join(r.value for r in await read_all(config, topic))
         assert secret.encode() not in raw, topic
-    (letter,) = await events(config, "deadletter", DeadLetter)
+    letter, no_battle = await events(config, "deadletter", DeadLetter)
     assert letter.stage == "generate" and letter.reason == "http_401" and letter.attempts == 2
     assert "invalid api key" in letter.error
+    # the target's only opponent failed: the prompt formed no battle, and says so
+    assert (no_battle.reason, no_battle.ref) == ("no_battle", "p0")
+    assert "no answer from keyed" in no_battle.error

@@ -111,7 +111,7 @@ async def test_trained_version_is_published_hot_swapped_and_plays(make_config, t
 
             await wait_for(played_by_v1, timeout=60)
             await wait_for(lambda: _dpo_job_emitted(config), timeout=30)
-            assert app.arena_runtime.client("target").version == 1
+            assert app.runtime.client("target").version == 1
         load = [b for p, b, _ in stub.requests if p.endswith("/load_lora_adapter")]
         assert load == [{"lora_name": "target-v1", "lora_path": version.path}]
         after = [g for g in await events(config, "generations", Generation)

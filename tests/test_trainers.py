@@ -1,4 +1,4 @@
-"""The training flywheel's jobs: LoRA SFT and DPO on the local SmolLM2, and ``python -m trainers``.
+"""Training jobs: LoRA SFT and DPO on the local SmolLM2, and ``python -m arena_stream.trainers``.
 
 The slow tests train for a few steps on eight tiny battles and check what the
 flywheel relies on: the adapter changes, the loss on the job's own data goes
@@ -151,9 +151,12 @@ def dpo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 # -- fast: no model --------------------------------------------------------------------------
 
 
-def test_ppo_job_is_refused_with_what_it_needs(tmp_path: Path) -> None:
+def test_a_kind_without_a_registry_entry_is_refused_before_any_model_loads(
+    tmp_path: Path,
+) -> None:
     job = make_job("ppo", [])
-    with pytest.raises(trainers.UnsupportedJobKind, match="reward model"):
+    known = "unknown training kind 'ppo'; known: sft, dpo"
+    with pytest.raises(trainers.UnsupportedJobKind, match=known):
         trainers.run_job(job, sft_samples(), CFG, base_model="smollm2", parent_adapter=None,
                          out_dir=tmp_path)
     assert issubclass(trainers.UnsupportedJobKind, NotImplementedError)
@@ -174,7 +177,7 @@ def test_job_hyperparameters_override_and_typos_fail() -> None:
         job_config(CFG, make_job("sft", [], hyperparameters={"learnig_rate": 1.0}))
 
 
-def test_cli_exits_3_for_ppo(tmp_path: Path) -> None:
+def test_cli_exits_3_for_a_kind_without_a_registry_entry(tmp_path: Path) -> None:
     (tmp_path / "job.json").write_bytes(msgspec.json.encode(make_job("ppo", [])))
     (tmp_path / "s.jsonl").write_text("")
     proc = subprocess.run(
@@ -184,7 +187,7 @@ def test_cli_exits_3_for_ppo(tmp_path: Path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 3, proc.stderr
-    assert "PPO is not implemented" in proc.stderr
+    assert "unknown training kind 'ppo'; known: sft, dpo" in proc.stderr
 
 
 # -- slow: SFT ---------------------------------------------------------------------------------

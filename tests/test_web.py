@@ -26,9 +26,9 @@ import aiohttp
 import msgspec
 import pytest
 
-from arena_stream.cli.web import LeaderboardView, Series
 from arena_stream.schemas import LeaderboardRow, LeaderboardSnapshot, ModelVersion, RatingUpdate
 from arena_stream.streams.worker import running_worker, wait_until_ready
+from arena_stream.web.live import LeaderboardView, Series
 from tests.helpers import prompt, publish_raw, wait_for
 
 WEB = "\n[web]\nenabled = true\nport = 0\n"
@@ -151,7 +151,7 @@ def test_history_is_bounded_but_spans_the_whole_run() -> None:
 async def worker_with_page(config: Any) -> AsyncIterator[str]:
     async with running_worker(config) as app:
         await wait_until_ready(app)
-        yield app.arena_web.url
+        yield app.web.url
 
 
 async def get_json(session: aiohttp.ClientSession, url: str) -> Any:

@@ -9,7 +9,8 @@ only the main process writes the result file and prints progress.
 Progress goes to stdout as one JSON object per line,
 ``{"event": "log", "step": 3, "loss": 0.71, ...}``, and a last
 ``{"event": "result", ...}`` line; everything else (library logging) goes to
-stderr. Exit status: 0 done, 3 unsupported job kind, anything else a failure
+stderr. Exit status: 0 done, 3 a job kind with no registry entry
+(:mod:`arena_stream.arena.kinds`), anything else a failure
 (with its traceback on stderr).
 """
 
@@ -25,9 +26,10 @@ from typing import Any
 import msgspec
 
 from arena_stream.config import TrainingConfig
-from arena_stream.schemas.events import DPOPair, SFTSample, TrainingJob
+from arena_stream.schemas.events import Event, TrainingJob
 
 EXIT_UNSUPPORTED = 3
+PROG = "python -m arena_stream.trainers"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,11 +87,10 @@ def default_base_model(document: dict[str, Any], player: str) -> str:
     return "smollm2"
 
 
-def read_samples(path: Path, kind: str) -> list[SFTSample] | list[DPOPair]:
-    row_type: type[SFTSample] | type[DPOPair] = DPOPair if kind == "dpo" else SFTSample
+def read_samples(path: Path, row_type: type[Event]) -> list[Event]:
     decoder = msgspec.json.Decoder(row_type)
     with path.open("rb") as handle:
-        return [decoder.decode(line) for line in handle if line.strip()]  # type: ignore[return-value]
+        return [decoder.decode(line) for line in handle if line.strip()]
 
 
 def is_main_process() -> bool:
@@ -106,11 +107,17 @@ def emit(event: str, payload: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a trainer box must not reach for the hub
+    from arena_stream.arena.kinds import UnknownKind, kind
     from arena_stream.trainers import UnsupportedJobKind, run_job
 
     job = msgspec.json.decode(args.job.read_bytes(), type=TrainingJob)
+    try:
+        entry = kind(job.kind)
+    except UnknownKind as exc:
+        print(f"{PROG}: job {job.id}: {exc}", file=sys.stderr)
+        return EXIT_UNSUPPORTED
     cfg, document = read_config(args.config)
-    samples = read_samples(args.samples, job.kind)
+    samples = read_samples(args.samples, entry.sample)
     base_model = args.base_model or default_base_model(document, job.base_model)
     try:
         result = run_job(
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=args.out, on_log=lambda entry: emit("log", entry),
         )
     except UnsupportedJobKind as exc:
-        print(f"trainers: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_UNSUPPORTED
     if is_main_process():
         args.result.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,6 @@ from arena_stream.trainers.common import (
     LogSink,
     PreparedJob,
     ProgressCallback,
-    TrainResult,
     common_args,
     completion_logprob,
     load_policy,
@@ -53,22 +52,6 @@ def dpo_dataset(pairs: list[DPOPair]) -> Any:
     from datasets import Dataset
 
     return Dataset.from_list([dpo_example(p) for p in pairs])
-
-
-def train_dpo(
-    pairs: list[DPOPair],
-    cfg: TrainingConfig,
-    *,
-    base_model: str,
-    parent_adapter: str | None,
-    out_dir: Path,
-    on_log: LogSink | None = None,
-) -> TrainResult:
-    """Train on preference pairs with the sigmoid DPO loss; saves the new version to ``out_dir``."""
-    return prepare_dpo(
-        pairs, cfg, base_model=base_model, parent_adapter=parent_adapter,
-        out_dir=out_dir, on_log=on_log,
-    ).run()
 
 
 def prepare_dpo(

@@ -2,7 +2,7 @@
 
 Jobs come from ``arena.train.jobs``; each names its samples by id and offset
 range on a training-buffer topic. The service reads exactly those samples,
-runs the job in a child process (``python -m trainers``, which also runs under
+runs the job in a child process (``python -m arena_stream.trainers``, which also runs under
 ``accelerate launch`` on multi-GPU machines), and publishes:
 
 - ``JobStatus`` started / progress (losses) / finished or failed on ``arena.train.jobs``;
@@ -28,6 +28,8 @@ from typing import Any
 import msgspec
 import structlog
 
+from arena_stream import trainers
+from arena_stream.arena.kinds import kind
 from arena_stream.config import Config
 from arena_stream.kafka.io import (
     consumer,
@@ -38,15 +40,14 @@ from arena_stream.kafka.io import (
     topic_name,
 )
 from arena_stream.schemas import (
-    DPOPair,
     JobStatus,
     ModelVersion,
-    SFTSample,
     TrainingJob,
     decode,
     decode_jobs_record,
     encode,
 )
+from arena_stream.trainers.common import TrainResult
 
 log = structlog.get_logger(__name__)
 
@@ -106,15 +107,14 @@ class TrainerService:
                             continue
                         await self.run(job)
 
-    async def samples(self, job: TrainingJob) -> list[SFTSample] | list[DPOPair]:
-        kind = SFTSample if job.kind == "sft" else DPOPair
+    async def samples(self, job: TrainingJob) -> list[Any]:
+        entry = kind(job.kind)
         first, last = job.offsets.get("0", [0, -1])
         wanted = set(job.sample_ids)
-        records = await read_all(self.config, "sft" if job.kind == "sft" else "dpo",
-                                 start={0: first}, end={0: last + 1})
+        records = await read_all(self.config, entry.topic, start={0: first}, end={0: last + 1})
         found: dict[str, Any] = {}
         for r in records:
-            s = decode(r.value, kind)
+            s = decode(r.value, entry.sample)
             if s.id in wanted and s.id not in found:
                 found[s.id] = s
         missing = wanted - set(found)
@@ -136,8 +136,6 @@ class TrainerService:
             await status("started", f"{len(job.sample_ids)} samples")
             log.info("job.started", job_id=job.id, kind=job.kind, samples=len(job.sample_ids))
             try:
-                if job.kind == "ppo":
-                    raise RuntimeError("ppo jobs are not implemented (see trainers/README)")
                 samples = await self.samples(job)
                 result = await self._train(job, samples, status)
             except Exception as exc:
@@ -149,8 +147,8 @@ class TrainerService:
             number = (parent.version if parent else 0) + 1
             version = ModelVersion(
                 name=job.base_model, version=number, parent_version=job.base_version,
-                path=result["path"], adapter=bool(result.get("adapter", True)), job_id=job.id,
-                kind=job.kind, round=job.round, metrics=result.get("metrics", {}),
+                path=result.path, adapter=result.adapter, job_id=job.id,
+                kind=job.kind, round=job.round, metrics=result.metrics,
                 served_name=f"{job.base_model}-v{number}", ts=time.time(),
             )
             await p.send_and_wait(topic_name(self.config, "models"), encode(version),
@@ -158,8 +156,7 @@ class TrainerService:
             self.versions[job.base_model] = version
             self.finished.add(job.id)
             _record_version(Path(self.config.training.model_dir), version)
-            metrics = {k: float(v) for k, v in result.get("metrics", {}).items()
-                       if isinstance(v, int | float)}
+            metrics = dict(result.metrics)
             metrics["wall_seconds"] = time.time() - started
             done = JobStatus(job_id=job.id, state="finished", kind=job.kind, version=number,
                              message=f"published {job.base_model}@v{number}", metrics=metrics,
@@ -170,8 +167,8 @@ class TrainerService:
         self.running = None
         return version
 
-    async def _train(self, job: TrainingJob, samples: list[Any], status: Any) -> dict[str, Any]:
-        """Run ``python -m trainers`` for the job and return its result JSON."""
+    async def _train(self, job: TrainingJob, samples: list[Any], status: Any) -> TrainResult:
+        """Run ``python -m arena_stream.trainers`` for the job and return its result."""
         model_dir = Path(self.config.training.model_dir).resolve()
         out = model_dir / job.base_model / job.id
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +179,7 @@ class TrainerService:
             (tmpdir / "samples.jsonl").write_bytes(b"\n".join(encode(s) for s in samples) + b"\n")
             (tmpdir / "config.toml").write_bytes(msgspec.toml.encode(self.config))
             result_path = tmpdir / "result.json"
-            cmd = [self.python, "-m", "arena_stream.trainers", "--job", str(tmpdir / "job.json"),
+            cmd = [self.python, "-m", trainers.__name__, "--job", str(tmpdir / "job.json"),
                    "--samples", str(tmpdir / "samples.jsonl"),
                    "--config", str(tmpdir / "config.toml"), "--out", str(out),
                    "--result", str(result_path)]
@@ -213,7 +210,7 @@ class TrainerService:
                 raise
             if code != 0 or not result_path.is_file():
                 raise RuntimeError(f"trainer exited with {code}: " + " | ".join(tail[-8:]))
-            return json.loads(result_path.read_text())
+            return msgspec.json.decode(result_path.read_bytes(), type=TrainResult)
 
 
 def _progress(line: str) -> dict[str, float] | None:

@@ -21,7 +21,6 @@ from arena_stream.trainers.common import (
     LogSink,
     PreparedJob,
     ProgressCallback,
-    TrainResult,
     common_args,
     completion_logprob,
     load_policy,
@@ -45,22 +44,6 @@ def sft_dataset(samples: list[SFTSample]) -> Any:
     from datasets import Dataset
 
     return Dataset.from_list([sft_example(s) for s in samples])
-
-
-def train_sft(
-    samples: list[SFTSample],
-    cfg: TrainingConfig,
-    *,
-    base_model: str,
-    parent_adapter: str | None,
-    out_dir: Path,
-    on_log: LogSink | None = None,
-) -> TrainResult:
-    """Fine-tune on the winners' answers; saves the new version to ``out_dir``."""
-    return prepare_sft(
-        samples, cfg, base_model=base_model, parent_adapter=parent_adapter,
-        out_dir=out_dir, on_log=on_log,
-    ).run()
 
 
 def prepare_sft(

@@ -42,7 +42,8 @@ def form_battles(
     generations: list[Generation], *, mode: str, target_player: str, now: float
 ) -> list[Battle]:
     out = []
-    for a, b in pairs(generations, mode, target_player):
+    matched = pairs(generations, mode, target_player)
+    for a, b in matched:
         target = (
             a.model
             if a.player == target_player
@@ -63,6 +64,7 @@ def form_battles(
                 answer_a=a.answer,
                 answer_b=b.answer,
                 target=target,
+                of=len(matched),
                 ts=now,
             )
         )

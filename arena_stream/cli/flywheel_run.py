@@ -39,7 +39,7 @@ async def run_flywheel(
     stop = asyncio.Event()
     async with running_worker(config) as app:
         await wait_until_ready(app)
-        runtime = app.arena_runtime
+        runtime = app.runtime
         tasks = [asyncio.create_task(_follow(config, tracker), name="follow")]
         if config.training.enabled:
             trainer = TrainerService(config)

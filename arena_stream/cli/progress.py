@@ -1,9 +1,10 @@
 """Following a run from the outside: which prompts are done, the standings, the versions.
 
-A prompt is done when it was rejected at intake, or when every player has
-reported for it and each of its battles has a rating update or a judge dead
-letter. The tracker recomputes a prompt's battle ids with the same rule the
-stream uses, so it needs no extra bookkeeping events.
+A prompt is done when it was rejected (at intake, or because it formed no
+battle), or when all its battles have been seen on the battles topic (each
+carries how many its prompt formed, ``Battle.of``) and each has both rating
+updates or a judge dead letter. The tracker only observes the topics; it never
+re-derives what the stream decided.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any
 
 import msgspec
 
-from arena_stream.arena.battles import form_battles
 from arena_stream.config import Config
 from arena_stream.ratings.standings import Standing, latest_ratings
 from arena_stream.schemas import (
+    Battle,
     DeadLetter,
     Generation,
     LeaderboardSnapshot,
@@ -29,14 +30,19 @@ from arena_stream.schemas import (
     decode_jobs_record,
 )
 
-TOPICS = ("generations", "ratings", "deadletter", "models", "jobs", "leaderboard")
+TOPICS = ("generations", "battles", "ratings", "deadletter", "models", "jobs", "leaderboard")
 
 
 @dataclass
 class PromptState:
-    generations: dict[str, Generation] = field(default_factory=dict)
-    battles: set[str] | None = None
+    answered: set[str] = field(default_factory=set)  # players who reported (ok or not)
+    expected: int = 0  # battles the prompt formed (Battle.of), once one is seen
+    battles: set[str] = field(default_factory=set)
     rejected: str | None = None
+
+    @property
+    def formed(self) -> bool:
+        return self.expected > 0 and len(self.battles) >= self.expected
 
 
 @dataclass
@@ -66,14 +72,14 @@ class Tracker:
         if key == "generations":
             gen = decode(value, Generation)
             state = self.prompts.get(gen.prompt_id)
-            if state is None or state.battles is not None:
-                return
-            state.generations[gen.player] = gen
-            if set(gen.expected_players) <= set(state.generations):
-                formed = form_battles(list(state.generations.values()),
-                                      mode=self.config.battles.mode,
-                                      target_player=self.config.target.name, now=0.0)
-                state.battles = {b.id for b in formed}
+            if state is not None:
+                state.answered.add(gen.player)
+        elif key == "battles":
+            battle = decode(value, Battle)
+            state = self.prompts.get(battle.prompt_id)
+            if state is not None:
+                state.expected = battle.of
+                state.battles.add(battle.id)
         elif key == "ratings":
             u = decode(value, RatingUpdate)
             # A judgment makes two updates (one per model); the standings are final for a
@@ -92,6 +98,8 @@ class Tracker:
                 self.failed_battles.add(d.ref)
             elif d.stage == "intake" and d.key in self.prompts:
                 self.prompts[d.key].rejected = d.reason
+            elif d.reason == "no_battle" and d.ref in self.prompts:
+                self.prompts[d.ref].rejected = d.reason
         elif key == "models":
             self.versions.append(decode(value, ModelVersion))
         elif key == "jobs":
@@ -107,16 +115,16 @@ class Tracker:
         state = self.prompts[pid]
         if state.rejected:
             return True
-        if state.battles is None:
+        if not state.formed:
             return False
         return all(b in self.rated or b in self.failed_battles for b in state.battles)
 
     def counts(self) -> dict[str, Any]:
         done = sum(self.is_done(p) for p in self.prompts)
-        answered = sum(s.battles is not None or bool(s.rejected) for s in self.prompts.values())
-        battles = sum(len(s.battles or ()) for s in self.prompts.values())
+        answered = sum(s.formed or bool(s.rejected) for s in self.prompts.values())
+        battles = sum(len(s.battles) for s in self.prompts.values())
         judged = sum(
-            len([b for b in (s.battles or ()) if b in self.rated or b in self.failed_battles])
+            len([b for b in s.battles if b in self.rated or b in self.failed_battles])
             for s in self.prompts.values()
         )
         return {"prompts": len(self.prompts), "answered": answered, "done": done,

@@ -190,28 +190,41 @@ def faust_broker_credentials(config: Config) -> Any:
 # -- topics ---------------------------------------------------------------------------------
 
 
-async def ensure_topics(config: Config, topics: Mapping[str, int]) -> None:
-    """Create every topic that does not exist yet, with its partition count.
+@dataclass(frozen=True)
+class TopicPlan:
+    """How a topic should be laid out: its partitions, and whether it is a compacted log."""
+
+    partitions: int
+    compacted: bool = False
+
+    def configs(self) -> dict[str, str]:
+        return {"cleanup.policy": "compact"} if self.compacted else {}
+
+
+async def ensure_topics(config: Config, topics: Mapping[str, int | TopicPlan]) -> None:
+    """Create every topic that does not exist yet, with its partition count and configs.
 
     Existing topics with the wrong partition count are reported, not altered.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+    plans = {n: p if isinstance(p, TopicPlan) else TopicPlan(p) for n, p in topics.items()}
     admin = AIOKafkaAdminClient(**client_settings(config))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, partitions, config.broker.replication_factor)
-            for name, partitions in topics.items()
+            NewTopic(name, plan.partitions, config.broker.replication_factor,
+                     topic_configs=plan.configs() or None)
+            for name, plan in plans.items()
             if name not in existing
         ]
         if missing:
             await admin.create_topics(missing)
             log.info("broker.topics_created", topics=[t.name for t in missing])
-        described = await admin.describe_topics([n for n in topics if n in existing])
+        described = await admin.describe_topics([n for n in plans if n in existing])
         for d in described:
-            want = topics.get(d["topic"])
+            want = plans[d["topic"]].partitions if d["topic"] in plans else None
             have = len(d.get("partitions") or [])
             if want and have and have != want:
                 log.warning("broker.partitions_mismatch", topic=d["topic"], want=want, have=have)

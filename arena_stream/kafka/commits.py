@@ -346,16 +346,13 @@ def redo(event: Any) -> None:
     guard.stale_acks.add(event.message)
 
 
-def nothing_between(event: Any, start: int) -> bool:
-    """True when no record of ``event``'s partition in ``start .. offset - 1`` needs processing.
+def nothing_between(app: Any, tp: Any, start: int, offset: int) -> bool:
+    """True when no record of ``tp`` in ``start .. offset - 1`` needs processing.
 
     Those offsets are all log gaps, or below the committed offset (which moves
-    only past finished offsets and gaps). ``start`` None stands for the
-    partition's first offset, when the guard knows it.
+    only past finished offsets and gaps).
     """
-    consumer = event.app.consumer
-    tp = event.message.tp
-    offset = event.message.offset
+    consumer = app.consumer
     committed = consumer._committed_offset.get(tp)
     if committed is not None:
         start = max(start, int(committed))
@@ -367,10 +364,10 @@ def nothing_between(event: Any, start: int) -> bool:
     return commit_point(start, (), lambda o: _gap_end(gaps, o)) >= offset
 
 
-def first_offset(event: Any) -> int | None:
-    """The first offset of ``event``'s partition as of the last seek, when known."""
-    guard = guard_of(event.app.consumer)
-    watch = guard.partitions.get(event.message.tp) if guard is not None else None
+def first_offset(app: Any, tp: Any) -> int | None:
+    """The first offset of partition ``tp`` as of the last seek, when known."""
+    guard = guard_of(app.consumer)
+    watch = guard.partitions.get(tp) if guard is not None else None
     return watch.base if watch is not None else None
 
 

@@ -25,55 +25,53 @@ class TopicSpec:
     key_doc: str = "prompt id"  # what the Kafka key is
 
 
-TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("prompts", "prompts", "prompt", True, "prompts published by users"),
-    TopicSpec(
-        "accepted",
-        "prompts.accepted",
-        "prompt",
-        True,
-        "validated, deduplicated prompts the players answer (internal)",
-    ),
-    TopicSpec("generations", "generations", "generation", True, "one per player and prompt"),
-    TopicSpec("battles", "battles", "battle", True, "answer pairs waiting for the judge"),
-    TopicSpec("judgments", "judgments", "judgment", False, "the judge's verdicts, the rating log"),
-    TopicSpec("ratings", "ratings", "rating", False, "every Elo change", "model"),
-    TopicSpec(
-        "leaderboard",
-        "leaderboard",
-        "leaderboard",
-        False,
-        "periodic Bradley-Terry snapshots with 95% intervals",
-        '"leaderboard"',
-    ),
-    TopicSpec("sft", "train.sft", "sft", False, "SFT samples: battles the target lost"),
-    TopicSpec("dpo", "train.dpo", "dpo", False, "DPO pairs from decided target battles"),
-    TopicSpec("jobs", "train.jobs", "job", False, "training jobs and their progress", "job id"),
-    TopicSpec("models", "models", "model", False, "trained model versions", "player name"),
-    TopicSpec(
-        "deadletter",
-        "deadletter",
-        "deadletter",
-        False,
-        "what could not be processed, and why",
-        "prompt or battle id",
-    ),
-)
+def _topics() -> tuple[TopicSpec, ...]:
+    from arena_stream.arena.kinds import KINDS
+
+    buffers = tuple(
+        TopicSpec(k.topic, f"train.{k.name}", k.name, False, k.doc) for k in KINDS.values()
+    )
+    return (
+        TopicSpec("prompts", "prompts", "prompt", True, "prompts published by users"),
+        TopicSpec(
+            "accepted",
+            "prompts.accepted",
+            "prompt",
+            True,
+            "validated, deduplicated prompts the players answer (internal)",
+        ),
+        TopicSpec("generations", "generations", "generation", True, "one per player and prompt"),
+        TopicSpec("battles", "battles", "battle", True, "answer pairs waiting for the judge"),
+        TopicSpec("judgments", "judgments", "judgment", False,
+                  "the judge's verdicts, the rating log"),
+        TopicSpec("ratings", "ratings", "rating", False, "every Elo change", "model"),
+        TopicSpec(
+            "leaderboard",
+            "leaderboard",
+            "leaderboard",
+            False,
+            "periodic Bradley-Terry snapshots with 95% intervals",
+            '"leaderboard"',
+        ),
+        *buffers,
+        TopicSpec("jobs", "train.jobs", "job", False, "training jobs and their progress",
+                  "job id"),
+        TopicSpec("models", "models", "model", False, "trained model versions", "player name"),
+        TopicSpec(
+            "deadletter",
+            "deadletter",
+            "deadletter",
+            False,
+            "what could not be processed, and why",
+            "prompt or battle id",
+        ),
+    )
+
+
+# The training buffers come from the training-kind registry: one topic per kind.
+TOPICS: tuple[TopicSpec, ...] = _topics()
 
 BY_KEY = {t.key: t for t in TOPICS}
-
-# Tables keep their state in changelog topics named "<app_id>-<table>-changelog";
-# they are declared up front with the right partition count like every other topic.
-TABLES: dict[str, bool] = {  # table name -> partitioned like the prompt topics?
-    "prompt_digests": True,
-    "pending": True,
-    "judged": True,
-    "ratings": False,
-    "rating_log": False,
-    "routed": False,
-    "buffers": False,
-}
-
 
 class Topics:
     """Resolved names and partition counts for one configuration."""
@@ -100,13 +98,18 @@ class Topics:
     def partitions_of(self, key: str) -> int:
         return self.partitions if self.spec(key).partitioned else 1
 
-    def changelog(self, table: str) -> str:
-        return f"{self.app_id}-{table}-changelog"
-
     def all(self) -> dict[str, int]:
-        """Every topic this configuration needs, with its partition count."""
-        out = {self.prefix + s.suffix: (self.partitions if s.partitioned else 1) for s in TOPICS}
-        for table, partitioned in TABLES.items():
-            out[self.changelog(table)] = self.partitions if partitioned else 1
-        out[f"{self.app_id}-__assignor-__leader"] = 1  # faust's leader election topic
-        return out
+        """Every event topic this configuration needs, with its partition count.
+
+        The worker's own internal topics (table changelogs) are laid out by the worker,
+        named and configured by faust (:meth:`arena_stream.streams.app.Wiring.internal_topics`).
+        """
+        return {self.prefix + s.suffix: (self.partitions if s.partitioned else 1) for s in TOPICS}
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """The changelog topic of a worker's table, as faust names it (asked, not copied)."""
+    import faust
+
+    app = faust.App(app_id, autodiscover=False, web_enabled=False)
+    return str(app.Table(table).changelog_topic.get_topic_name())

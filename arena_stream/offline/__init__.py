@@ -1,1 +1,1 @@
-"""offline"""
+"""Offline tools: the WizardArena test set, decontamination, offline evaluation, consistency."""

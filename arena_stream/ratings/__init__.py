@@ -1,1 +1,1 @@
-"""ratings"""
+"""Ratings: incremental Elo, Bradley-Terry with intervals, stream snapshots, and the audit."""

@@ -16,7 +16,7 @@ import msgspec
 from arena_stream.config import Config
 from arena_stream.kafka.io import consumer, partitions, read_all
 from arena_stream.kafka.replay import judgments_in_window
-from arena_stream.kafka.topics import Topics
+from arena_stream.kafka.topics import changelog_topic
 from arena_stream.ratings.elo import EloBook
 from arena_stream.ratings.standings import latest_ratings
 from arena_stream.schemas import RatingUpdate, decode
@@ -55,7 +55,7 @@ async def live_table(config: Config) -> dict[str, tuple[float, int]] | None:
     """The ratings table's last state, from its changelog (None if it has none yet)."""
     from arena_stream.kafka.broker import Quirks, true_end_offsets
 
-    name = Topics(config.broker, config.app_id).changelog("ratings")
+    name = changelog_topic(config.app_id, "ratings")
     async with consumer(config) as c:
         try:
             tps = await partitions(c, name)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
+
 from arena_stream.config import RatingsConfig
 
 OUTCOME = {"model_a": 1.0, "model_b": 0.0, "tie": 0.5}
@@ -22,8 +24,9 @@ def expected(r_a: float, r_b: float, scale: float = 400.0, base: float = 10.0) -
     return 1.0 / (1.0 + base ** ((r_b - r_a) / scale))
 
 
-@dataclass
-class PlayerRating:
+class PlayerRating(msgspec.Struct, kw_only=True):
+    """One model's Elo rating and record; stored as is in the rate stage's state."""
+
     rating: float
     battles: int = 0
     wins: int = 0
@@ -40,24 +43,24 @@ class PlayerRating:
         else:
             self.ties += 1
 
-    def to_dict(self) -> dict[str, float | int]:
-        return {
-            "rating": self.rating,
-            "battles": self.battles,
-            "wins": self.wins,
-            "losses": self.losses,
-            "ties": self.ties,
-        }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, float | int]) -> PlayerRating:
-        return cls(
-            float(d["rating"]),
-            int(d["battles"]),
-            int(d.get("wins", 0)),
-            int(d.get("losses", 0)),
-            int(d.get("ties", 0)),
-        )
+class PairCount(msgspec.Struct, kw_only=True):
+    """Outcomes of every battle between one ordered pair of models (all a Bradley-Terry
+    fit needs: :func:`arena_stream.ratings.snapshots.leaderboard_snapshot`)."""
+
+    model_a: str
+    model_b: str
+    wins_a: int = 0
+    wins_b: int = 0
+    ties: int = 0
+
+    def add(self, winner: str) -> None:
+        if winner == "model_a":
+            self.wins_a += 1
+        elif winner == "model_b":
+            self.wins_b += 1
+        else:
+            self.ties += 1
 
 
 @dataclass
@@ -70,7 +73,7 @@ class EloBook:
     def get(self, model: str) -> PlayerRating:
         player = self.players.get(model)
         if player is None:
-            player = self.players[model] = PlayerRating(self.config.initial)
+            player = self.players[model] = PlayerRating(rating=self.config.initial)
         return player
 
     def deltas(self, model_a: str, model_b: str, winner: str) -> tuple[float, float, float]:

@@ -9,27 +9,28 @@ milliseconds however many judgments came before.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import numpy as np
 import polars as pl
 
+from arena_stream.ratings.elo import PairCount
 from arena_stream.schemas import LeaderboardSnapshot
 
 WINNERS = ("model_a", "model_b", "tie")
 
 
-def battles_from_pairs(pairs: dict[str, list[int]]) -> pl.DataFrame:
-    """Expand ``{"a\\x1fb": [wins_a, wins_b, ties]}`` into one row per battle."""
+def battles_from_pairs(pairs: Iterable[PairCount]) -> pl.DataFrame:
+    """Expand outcome counts per ordered pair into one row per battle."""
     model_a: list[str] = []
     model_b: list[str] = []
     winner: list[str] = []
     counts: list[int] = []
-    for key, outcome_counts in pairs.items():
-        a, b = key.split("\x1f", 1)
-        for w, n in zip(WINNERS, outcome_counts, strict=True):
+    for pair in pairs:
+        for w, n in zip(WINNERS, (pair.wins_a, pair.wins_b, pair.ties), strict=True):
             if n:
-                model_a.append(a)
-                model_b.append(b)
+                model_a.append(pair.model_a)
+                model_b.append(pair.model_b)
                 winner.append(w)
                 counts.append(int(n))
     reps = np.asarray(counts, dtype=np.int64)
@@ -40,7 +41,7 @@ def battles_from_pairs(pairs: dict[str, list[int]]) -> pl.DataFrame:
     }, schema={"model_a": pl.String, "model_b": pl.String, "winner": pl.String})
 
 
-def leaderboard_snapshot(pairs: dict[str, list[int]], judgments: int) -> LeaderboardSnapshot | None:
+def leaderboard_snapshot(pairs: Iterable[PairCount], judgments: int) -> LeaderboardSnapshot | None:
     from arena_stream.ratings.bradley_terry import leaderboard
 
     battles = battles_from_pairs(pairs)

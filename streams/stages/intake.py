@@ -1,0 +1,80 @@
+"""intake: validate a published prompt, keep test-set prompts out, accept each id once.
+
+Reads ``prompts`` (what users publish), writes ``prompts.accepted`` (what the
+players answer) and remembers each accepted id with its content digest in the
+``prompt_digests`` table: a re-sent prompt (same id, same content) is dropped
+quietly, a reused id with different content is a ``duplicate_id`` dead letter.
+Anything malformed is one dead letter with the reason and the original bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from arena_stream.arena.validation import InvalidPrompt, parse_prompt
+from arena_stream.config import LimitsConfig
+from arena_stream.streams.stages.base import (
+    Clock,
+    Outcome,
+    Record,
+    StateValue,
+    Store,
+    failure,
+    wall_clock,
+)
+
+TABLE = "prompt_digests"
+
+
+class SeenPrompt(StateValue, kw_only=True):
+    """``prompt_digests``: a prompt id intake accepted, with the digest of its content."""
+
+    digest: str
+    ts: float = 0.0  # when it was accepted
+
+
+@dataclass
+class IntakeContext:
+    limits: LimitsConfig
+    round: Callable[[], int]  # the flywheel round new prompts belong to (the target's version)
+    decontaminator: Any = None  # offline.decontaminate.Decontaminator, or None when off
+    now: Clock = wall_clock
+
+
+async def intake(record: Record, store: Store, ctx: IntakeContext) -> Outcome:
+    out = Outcome()
+    try:
+        prompt = parse_prompt(record.value, ctx.limits)
+    except InvalidPrompt as exc:
+        out.dead(failure("intake", exc.reason, exc.message, record))
+        return out
+    if ctx.decontaminator is not None:
+        from arena_stream.models.embeddings import conversation_text
+
+        check = ctx.decontaminator.check
+        verdict = (await asyncio.to_thread(check, [conversation_text(prompt)]))[0]
+        if verdict.contaminated:
+            out.dead(failure("intake", "test_set_overlap", verdict.reason or "", record,
+                             ref=prompt.id))
+            return out
+    seen: SeenPrompt | None = store.table(TABLE).get(prompt.id)
+    if seen is not None:
+        if seen.digest != prompt.digest:
+            out.dead(failure(
+                "intake", "duplicate_id",
+                f"prompt id {prompt.id!r} was already used for different content", record,
+                ref=prompt.id,
+            ))
+        else:
+            out.count("intake.duplicate")
+        return out
+    now = ctx.now()
+    prompt.round = ctx.round()
+    prompt.ts = now
+    out.emit("accepted", prompt.id, prompt)
+    out.write(TABLE, prompt.id, SeenPrompt(digest=prompt.digest, ts=now))
+    out.count("intake.accepted")
+    return out
