@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 import msgspec
@@ -54,6 +55,33 @@ class ChatClient(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ScoresTokens(Protocol):
+    """A client that can read its model's next-token probabilities (in-process models).
+
+    Judges use it to read a verdict as an expected value instead of parsing text:
+    the reply is started for the model (``reply_start``, e.g. ``{"score_1": ``)
+    and the probabilities of each candidate token (e.g. the digits) are read at
+    the next position. A judge checks for this capability, never for a client
+    class, so any backend that can expose its probabilities can offer it.
+    Failures raise :class:`~arena_stream.retry.CallFailed` like ``complete``.
+    """
+
+    async def token_probabilities(
+        self, messages: list[dict[str, str]], reply_start: str, candidates: list[str]
+    ) -> list[float]:
+        """P(candidate's first token) after the chat prompt and ``reply_start``."""
+        ...
+
+    async def token_probabilities_twice(
+        self, messages: list[dict[str, str]], reply_start: str, candidates: list[str],
+        middle: str, pick: Callable[[list[float]], int],
+    ) -> tuple[list[float], list[float]]:
+        """Two readings: after ``reply_start``, then after ``reply_start +
+        candidates[pick(first)] + middle`` (e.g. the second score after the first)."""
+        ...
 
 
 class ModelUnavailable(Exception):
@@ -339,6 +367,39 @@ class TransformersClient(_Bounded):
             attempts=attempts,
             model=self.spec.model,
         )
+
+    async def token_probabilities(
+        self, messages: list[dict[str, str]], reply_start: str, candidates: list[str]
+    ) -> list[float]:
+        """:class:`ScoresTokens`: one reading of the candidates' probabilities.
+
+        Not bounded by ``concurrency``: the engine batches score requests itself
+        (``max_batch``), and a request waiting in its queue costs nothing.
+        """
+        try:
+            prompt = await self._scoring_prompt(messages, reply_start)
+            return await self.engine.score(prompt, candidates, adapter=self.adapter)
+        except Exception as exc:  # a failing local model is a failed call, never a crash
+            raise CallFailed("local_error", f"{type(exc).__name__}: {exc}",
+                             retryable=False) from exc
+
+    async def token_probabilities_twice(
+        self, messages: list[dict[str, str]], reply_start: str, candidates: list[str],
+        middle: str, pick: Callable[[list[float]], int],
+    ) -> tuple[list[float], list[float]]:
+        """:class:`ScoresTokens`: two readings in one pass (the second reuses the cache)."""
+        try:
+            prompt = await self._scoring_prompt(messages, reply_start)
+            return await self.engine.score_twice(
+                prompt, candidates, middle, pick, adapter=self.adapter
+            )
+        except Exception as exc:
+            raise CallFailed("local_error", f"{type(exc).__name__}: {exc}",
+                             retryable=False) from exc
+
+    async def _scoring_prompt(self, messages: list[dict[str, str]], reply_start: str) -> str:
+        await self.engine.wait_ready()
+        return self.engine.chat_prompt(_with_system(self.spec, messages)) + reply_start
 
     async def ready(self) -> None:
         """Load the model now, so that a wrong name fails at start, not on every prompt."""
