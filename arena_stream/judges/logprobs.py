@@ -17,13 +17,38 @@ that capability.
 
 from __future__ import annotations
 
+import math
+
 from arena_stream.config import BattlesConfig, ConfigError, JudgeConfig
 from arena_stream.judges.pairwise import GameRequest, GameScores, ModelJudge
 from arena_stream.models.clients import ChatClient, ScoresTokens
+from arena_stream.models.retry import CallFailed
 
 REPLY_START = '{"score_1": '
 BETWEEN_SCORES = ', "score_2": '
 DIGITS = [str(d) for d in range(1, 10)]
+DIGIT_VALUES = [float(d) for d in range(1, 10)]
+
+
+def expected_value(probs: list[float], values: list[float]) -> float:
+    """The expected value of ``values`` under ``probs`` renormalised, or :class:`CallFailed`.
+
+    A model whose probabilities are not finite (a broken checkpoint or adapter
+    gives NaN logits) or that puts no mass at all on the candidates has no
+    verdict; inventing one (a middle score) would rate a battle nobody judged.
+    """
+    if len(probs) != len(values) or not all(math.isfinite(p) and p >= 0.0 for p in probs):
+        raise CallFailed("not_finite", f"token probabilities are not finite: {probs}",
+                         retryable=False)
+    total = math.fsum(probs)
+    if total <= 0.0:
+        raise CallFailed("no_probability", "the model gives the candidate tokens no "
+                         "probability", retryable=False)
+    value = math.fsum(v * p for v, p in zip(values, probs, strict=True)) / total
+    if not (math.isfinite(value) and min(values) <= value <= max(values)):
+        raise CallFailed("not_finite", f"expected value {value} is outside "
+                         f"{min(values)}..{max(values)}", retryable=False)
+    return round(value, 4)
 
 
 def expected_digit(probs: list[float]) -> float:
@@ -32,15 +57,19 @@ def expected_digit(probs: list[float]) -> float:
     A leading "1" may begin "10"; telling them apart takes a second forward
     pass, which the 135M judge does not earn, so "1" is read as 1.
     """
-    total = sum(probs)
-    if total <= 0:
-        return 5.0
-    return round(sum((i + 1) * p for i, p in enumerate(probs)) / total, 4)
+    return expected_value(probs, DIGIT_VALUES)
 
 
 def rounded_expected_index(probs: list[float]) -> int:
-    """Index of the digit the first score is written as before the second is read."""
-    return min(8, max(0, round(expected_digit(probs)) - 1))
+    """Index of the digit the first score is written as before the second is read.
+
+    Called inside the model's batch; a reading with no verdict picks "5" here
+    and is rejected when the judge reads it (:func:`expected_digit`).
+    """
+    try:
+        return min(8, max(0, round(expected_digit(probs)) - 1))
+    except CallFailed:
+        return 4
 
 
 class LogprobJudge(ModelJudge):

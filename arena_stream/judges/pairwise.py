@@ -101,6 +101,7 @@ class GameScores(msgspec.Struct, frozen=True):
     raw: str  # the judge's own output, verbatim (or the scores it was read as)
     explanation: str = ""
     attempts: int = 1
+    method: str | None = None  # Game.method when it differs from the judge's own
 
 
 class ModelJudge(abc.ABC):
@@ -119,7 +120,8 @@ class ModelJudge(abc.ABC):
         return {"judge": self.client}
 
     def render(self, battle: Battle, first: str, second: str) -> str:
-        return render(self.template, battle, first, second)
+        return render(self.template, battle, first, second,
+                      max_answer_chars=self.spec.max_answer_chars)
 
     def combine(self, battle: Battle, games: list[Game]) -> Judgment:
         return combine(battle, games, tie_margin=self.battles.tie_margin, judge_model=self.name,
@@ -143,7 +145,7 @@ class ModelJudge(abc.ABC):
         s1, s2 = scores.score_1, scores.score_2
         score_a, score_b = (s1, s2) if order == "ab" else (s2, s1)
         return Game(order=order, score_a=score_a, score_b=score_b, raw=scores.raw,
-                    explanation=scores.explanation, method=self.method,
+                    explanation=scores.explanation, method=scores.method or self.method,
                     attempts=scores.attempts)
 
     @abc.abstractmethod

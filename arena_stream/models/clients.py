@@ -36,6 +36,7 @@ class Completion(msgspec.Struct, kw_only=True):
     latency_s: float = 0.0
     attempts: int = 1
     model: str = ""
+    structured: bool = False  # the server constrained this reply to the requested JSON schema
 
 
 class ChatClient(Protocol):
@@ -82,6 +83,22 @@ class ScoresTokens(Protocol):
         """Two readings: after ``reply_start``, then after ``reply_start +
         candidates[pick(first)] + middle`` (e.g. the second score after the first)."""
         ...
+
+
+@runtime_checkable
+class FollowsJsonSchema(Protocol):
+    """A client that can ask its server for a reply constrained by a JSON schema.
+
+    Where the server refuses the request (some OpenAI-compatible servers have no
+    structured outputs, or not for every model), the client asks again without
+    the schema and remembers the refusal, so the reply is free text
+    (``Completion.structured`` False) and later calls skip the schema.
+    """
+
+    async def complete_json(
+        self, messages: list[dict[str, str]], schema: dict[str, Any], *, name: str,
+        max_tokens: int | None = None,
+    ) -> Completion: ...
 
 
 class ModelUnavailable(Exception):
@@ -161,6 +178,7 @@ class OpenAIClient(_Bounded):
             headers["Authorization"] = f"Bearer {key}"
         self._key = key
         self.served_model = spec.model
+        self.schema_refused = False  # the server answered a JSON-schema request with 400
         self._http = httpx.AsyncClient(
             base_url=(spec.base_url or "").rstrip("/") + "/",
             headers=headers,
@@ -182,7 +200,8 @@ class OpenAIClient(_Bounded):
         return self._clean(response.text)[:200]
 
     async def complete(
-        self, messages: list[dict[str, str]], *, max_tokens: int | None = None
+        self, messages: list[dict[str, str]], *, max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> Completion:
         body: dict[str, Any] = {
             "model": self.served_model,
@@ -194,6 +213,8 @@ class OpenAIClient(_Bounded):
         }
         if self.spec.seed is not None:
             body["seed"] = self.spec.seed
+        if response_format is not None:
+            body["response_format"] = response_format
         started = time.perf_counter()
         data, attempts = await self._retrying(lambda: self._post_chat(body))
         return Completion(
@@ -204,6 +225,45 @@ class OpenAIClient(_Bounded):
             attempts=attempts,
             model=self.served_model,
         )
+
+    async def complete_json(
+        self, messages: list[dict[str, str]], schema: dict[str, Any], *, name: str,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        """:class:`FollowsJsonSchema`: ``response_format`` with a strict JSON schema.
+
+        A 400 or 422 to the schema request is followed by the same request
+        without it; when that one succeeds the server is taken not to support
+        structured outputs, remembered for this client (``schema_refused``), and
+        logged once. When it fails too, the failure was not about the schema and
+        nothing is remembered.
+        """
+        if self.schema_refused:
+            return await self.complete(messages, max_tokens=max_tokens)
+        response_format = {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": schema, "strict": True},
+        }
+        try:
+            completion = await self.complete(
+                messages, max_tokens=max_tokens, response_format=response_format
+            )
+        except CallFailed as exc:
+            if exc.reason not in ("http_400", "http_422"):
+                raise
+            try:
+                plain = await self.complete(messages, max_tokens=max_tokens)
+            except CallFailed as again:
+                again.attempts += exc.attempts
+                raise
+            plain.attempts += exc.attempts
+            if not self.schema_refused:
+                self.schema_refused = True
+                log.warning("model.schema_refused", model=self.label, error=exc.message,
+                            fallback="free text")
+            return plain
+        completion.structured = True
+        return completion
 
     async def _post_chat(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
