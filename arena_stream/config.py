@@ -77,6 +77,13 @@ class JudgeConfig(ModelConfig, kw_only=True):
     template_version: str | None = None
     scoring: Literal["auto", "parse", "logprobs"] = "auto"  # logprobs: in-process only
     max_tokens: int = 384
+    # Ask an OpenAI-compatible judge for a JSON-schema-constrained verdict (response_format);
+    # a server that refuses it is asked in free text from then on.
+    structured: bool = True
+    # Each answer shown to the judge is clipped to this many characters (start and end
+    # kept, the cut marked), so no answer can push the instructions out of the judge's
+    # context. 0: never clipped.
+    max_answer_chars: int = 12_000
 
 
 class BattlesConfig(_Section):
@@ -201,6 +208,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(f'{where}: backend "openai" needs base_url')
         if spec.concurrency < 1 or spec.max_retries < 0 or spec.max_tokens < 1:
             raise ConfigError(f"{where}: concurrency and max_tokens must be >= 1, max_retries >= 0")
+    if config.judge.max_answer_chars < 0:
+        raise ConfigError("judge.max_answer_chars must be >= 0 (0: never clipped)")
     if config.broker.partitions < 1:
         raise ConfigError("broker.partitions must be >= 1")
     if not config.training.schedule:

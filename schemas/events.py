@@ -109,7 +109,7 @@ class Game(msgspec.Struct, kw_only=True):
     score_b: float
     raw: str  # the judge's own output, verbatim
     explanation: str = ""
-    method: str = "parse"  # "parse" (text) or "logprobs" (token probabilities)
+    method: str = "parse"  # "parse" (free text), "structured" (schema-bound), "logprobs"
     attempts: int = 1
 
 

@@ -10,7 +10,7 @@ import weakref
 from typing import Any
 
 from arena_stream.config import Config
-from arena_stream.judges.pairwise import Judge
+from arena_stream.judges import Judge, build_judge
 from arena_stream.models.clients import ChatClient, build_client
 from arena_stream.schemas import ModelVersion
 
@@ -40,7 +40,7 @@ class Runtime:
     @property
     def judge(self) -> Judge:
         if self._judge is None:
-            self._judge = Judge(self.config.judge, self.config.battles)
+            self._judge = build_judge(self.config.judge, self.config.battles)
         return self._judge
 
     @property

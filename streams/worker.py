@@ -54,7 +54,7 @@ async def check_models(runtime: Runtime) -> None:
     from arena_stream.models.preflight import require_models
 
     clients = {f"player {p.name}": runtime.client(p.name) for p in runtime.config.players}
-    clients["judge"] = runtime.judge.client
+    clients.update(runtime.judge.clients())
     await require_models(clients)
 
 

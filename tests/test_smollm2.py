@@ -28,11 +28,11 @@ def test_logprob_judge_always_gives_a_verdict() -> None:
     import asyncio
 
     from arena_stream.config import default_config
-    from arena_stream.judges.pairwise import Judge
+    from arena_stream.judges import build_judge
     from arena_stream.schemas import Battle, Message
 
     config = default_config()
-    judge = Judge(config.judge, config.battles)
+    judge = build_judge(config.judge, config.battles)
     battle = Battle(id="b-x", prompt_id="p", mode="target-vs-competitors",
                     messages=[Message("user", "What is the capital of France?")],
                     model_a="a", model_b="b", player_a="a", player_b="b",

@@ -23,7 +23,7 @@ from arena_stream.config import (
     RoutingConfig,
     TrainingConfig,
 )
-from arena_stream.judges.pairwise import Judge
+from arena_stream.judges import build_judge
 from arena_stream.models.clients import OpenAIClient
 from arena_stream.schemas import (
     Battle,
@@ -260,7 +260,7 @@ async def test_judge_once_per_battle_and_dead_letters_unreadable_verdicts(rec) -
     with OpenAIStub(handler) as stub:
         spec = JudgeConfig(backend="openai", base_url=stub.base_url, model="judge",
                            max_retries=1, backoff_s=0.01)
-        ctx = judge.JudgeContext(judge=Judge(spec, BattlesConfig()), now=clock())
+        ctx = judge.JudgeContext(judge=build_judge(spec, BattlesConfig()), now=clock())
         store = MemoryStore()
         out = store.apply(await judge.judge(rec("battles", battle()), store, ctx))
         [verdict] = out.events("judgments")

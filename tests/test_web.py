@@ -26,7 +26,13 @@ import aiohttp
 import msgspec
 import pytest
 
-from arena_stream.schemas import LeaderboardRow, LeaderboardSnapshot, ModelVersion, RatingUpdate
+from arena_stream.schemas import (
+    DeadLetter,
+    LeaderboardRow,
+    LeaderboardSnapshot,
+    ModelVersion,
+    RatingUpdate,
+)
 from arena_stream.streams.worker import running_worker, wait_until_ready
 from arena_stream.web.live import LeaderboardView, Series
 from tests.helpers import prompt, publish_raw, wait_for
@@ -132,6 +138,33 @@ def test_view_keeps_latest_ratings_versions_snapshot_and_history() -> None:
         "target@v1": [[160.0, 1005.0]],
     }
     assert data["updated"] > 0
+
+
+def test_view_counts_the_judges_dead_letters_per_player() -> None:
+    from tests.test_judge_health import dead
+
+    view = LeaderboardView("target")
+    offset = 0
+    for n in range(6):
+        for a, b in [("target@v0", "c1"), ("target@v0", "c2"), ("c1", "c2")]:
+            offset += 1
+            bid = f"{n}{a}{b}"
+            if "c2" in (a, b):  # every battle of c2 is dead-lettered by the judge
+                record = msgspec.json.encode(dead(a, b, bid))
+                assert view.apply("deadletter", record, topic="d", offset=offset)
+            else:
+                record = msgspec.json.encode({"battle_id": bid, "model_a": a, "model_b": b,
+                                              "winner": "tie", "games": []})
+                assert view.apply("judgments", record, topic="j", offset=offset)
+    intake = DeadLetter(stage="intake", reason="invalid_json", error="", topic="p", original="{")
+    assert not view.apply("deadletter", msgspec.json.encode(intake), topic="d", offset=99)
+    assert not view.apply("judgments", b"{not json", topic="j", offset=100)
+
+    health = {h["model"]: h for h in json.loads(msgspec.json.encode(view.payload()))
+              ["judge_health"]}
+    assert health["c2"]["suppression_suspected"] and health["c2"]["dead_letters"] == 12
+    assert not health["c1"]["suppression_suspected"] and health["c1"]["judged"] == 6
+    assert not health["target@v0"]["suppression_suspected"]
 
 
 def test_history_is_bounded_but_spans_the_whole_run() -> None:
@@ -328,3 +361,42 @@ async def test_page_shows_the_players_and_updates_live(make_config, stub) -> Non
         await wait_for(lambda: shows(before + 3), timeout=40)
         assert shown == {"target@v0": before + 3, "comp": before + 3}
         assert await page.evaluate("document.getElementById('status').className") == ""
+
+
+async def test_page_flags_a_player_whose_battles_the_judge_dead_letters(make_config,
+                                                                       stub) -> None:
+    if chromium_binary() is None:
+        pytest.skip("no chromium binary on PATH (run scripts/ensure-chromium as root)")
+    from arena_stream.web.live import WebServer
+    from arena_stream.kafka.io import producer, topic_name
+    from arena_stream.streams.worker import prepare
+    from tests.test_judge_health import dead
+
+    config = make_config(stub.base_url, extra=WEB)
+    await prepare(config)
+    async with producer(config) as p:
+        for n in range(6):
+            for a, b in [("target@v0", "c1"), ("target@v0", "c2"), ("c1", "c2")]:
+                bid = f"{n}{a}{b}"
+                if "c2" in (a, b):
+                    await p.send_and_wait(topic_name(config, "deadletter"),
+                                          msgspec.json.encode(dead(a, b, bid)))
+                else:
+                    await p.send_and_wait(topic_name(config, "judgments"), msgspec.json.encode(
+                        {"battle_id": bid, "model_a": a, "model_b": b}))
+        for i, model in enumerate(["target@v0", "c1", "c2"]):
+            await p.send_and_wait(topic_name(config, "ratings"), rating(model, 6, 1000.0 - i, i))
+    async with WebServer(config) as server, browser(server.url) as page:
+        async def flagged() -> bool:
+            return await page.evaluate(
+                "document.querySelectorAll('#judge-warnings p[data-model=\"c2\"]').length") == 1
+
+        await wait_for(flagged, timeout=30)
+        assert await page.evaluate("document.getElementById('judge-section').hidden") is False
+        assert json.loads(await page.evaluate(
+            "JSON.stringify(Array.from(document.querySelectorAll('#ratings tr.suspect'))"
+            ".map(tr => tr.dataset.model))")) == ["c2"]
+        row = json.loads(await page.evaluate(
+            "JSON.stringify(Array.from(document.querySelectorAll('#judge tr[data-model=\"c2\"] td'"
+            ")).map(td => td.textContent))"))
+        assert row[1:] == ["c2", "12", "12", "100%", "-", "0"]

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 import msgspec
@@ -35,6 +36,7 @@ class Completion(msgspec.Struct, kw_only=True):
     latency_s: float = 0.0
     attempts: int = 1
     model: str = ""
+    structured: bool = False  # the server constrained this reply to the requested JSON schema
 
 
 class ChatClient(Protocol):
@@ -54,6 +56,49 @@ class ChatClient(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ScoresTokens(Protocol):
+    """A client that can read its model's next-token probabilities (in-process models).
+
+    Judges use it to read a verdict as an expected value instead of parsing text:
+    the reply is started for the model (``reply_start``, e.g. ``{"score_1": ``)
+    and the probabilities of each candidate token (e.g. the digits) are read at
+    the next position. A judge checks for this capability, never for a client
+    class, so any backend that can expose its probabilities can offer it.
+    Failures raise :class:`~arena_stream.retry.CallFailed` like ``complete``.
+    """
+
+    async def token_probabilities(
+        self, messages: list[dict[str, str]], reply_start: str, candidates: list[str]
+    ) -> list[float]:
+        """P(candidate's first token) after the chat prompt and ``reply_start``."""
+        ...
+
+    async def token_probabilities_twice(
+        self, messages: list[dict[str, str]], reply_start: str, candidates: list[str],
+        middle: str, pick: Callable[[list[float]], int],
+    ) -> tuple[list[float], list[float]]:
+        """Two readings: after ``reply_start``, then after ``reply_start +
+        candidates[pick(first)] + middle`` (e.g. the second score after the first)."""
+        ...
+
+
+@runtime_checkable
+class FollowsJsonSchema(Protocol):
+    """A client that can ask its server for a reply constrained by a JSON schema.
+
+    Where the server refuses the request (some OpenAI-compatible servers have no
+    structured outputs, or not for every model), the client asks again without
+    the schema and remembers the refusal, so the reply is free text
+    (``Completion.structured`` False) and later calls skip the schema.
+    """
+
+    async def complete_json(
+        self, messages: list[dict[str, str]], schema: dict[str, Any], *, name: str,
+        max_tokens: int | None = None,
+    ) -> Completion: ...
 
 
 class ModelUnavailable(Exception):
@@ -133,6 +178,7 @@ class OpenAIClient(_Bounded):
             headers["Authorization"] = f"Bearer {key}"
         self._key = key
         self.served_model = spec.model
+        self.schema_refused = False  # the server answered a JSON-schema request with 400
         self._http = httpx.AsyncClient(
             base_url=(spec.base_url or "").rstrip("/") + "/",
             headers=headers,
@@ -154,7 +200,8 @@ class OpenAIClient(_Bounded):
         return self._clean(response.text)[:200]
 
     async def complete(
-        self, messages: list[dict[str, str]], *, max_tokens: int | None = None
+        self, messages: list[dict[str, str]], *, max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> Completion:
         body: dict[str, Any] = {
             "model": self.served_model,
@@ -166,6 +213,8 @@ class OpenAIClient(_Bounded):
         }
         if self.spec.seed is not None:
             body["seed"] = self.spec.seed
+        if response_format is not None:
+            body["response_format"] = response_format
         started = time.perf_counter()
         data, attempts = await self._retrying(lambda: self._post_chat(body))
         return Completion(
@@ -176,6 +225,45 @@ class OpenAIClient(_Bounded):
             attempts=attempts,
             model=self.served_model,
         )
+
+    async def complete_json(
+        self, messages: list[dict[str, str]], schema: dict[str, Any], *, name: str,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        """:class:`FollowsJsonSchema`: ``response_format`` with a strict JSON schema.
+
+        A 400 or 422 to the schema request is followed by the same request
+        without it; when that one succeeds the server is taken not to support
+        structured outputs, remembered for this client (``schema_refused``), and
+        logged once. When it fails too, the failure was not about the schema and
+        nothing is remembered.
+        """
+        if self.schema_refused:
+            return await self.complete(messages, max_tokens=max_tokens)
+        response_format = {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": schema, "strict": True},
+        }
+        try:
+            completion = await self.complete(
+                messages, max_tokens=max_tokens, response_format=response_format
+            )
+        except CallFailed as exc:
+            if exc.reason not in ("http_400", "http_422"):
+                raise
+            try:
+                plain = await self.complete(messages, max_tokens=max_tokens)
+            except CallFailed as again:
+                again.attempts += exc.attempts
+                raise
+            plain.attempts += exc.attempts
+            if not self.schema_refused:
+                self.schema_refused = True
+                log.warning("model.schema_refused", model=self.label, error=exc.message,
+                            fallback="free text")
+            return plain
+        completion.structured = True
+        return completion
 
     async def _post_chat(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -339,6 +427,39 @@ class TransformersClient(_Bounded):
             attempts=attempts,
             model=self.spec.model,
         )
+
+    async def token_probabilities(
+        self, messages: list[dict[str, str]], reply_start: str, candidates: list[str]
+    ) -> list[float]:
+        """:class:`ScoresTokens`: one reading of the candidates' probabilities.
+
+        Not bounded by ``concurrency``: the engine batches score requests itself
+        (``max_batch``), and a request waiting in its queue costs nothing.
+        """
+        try:
+            prompt = await self._scoring_prompt(messages, reply_start)
+            return await self.engine.score(prompt, candidates, adapter=self.adapter)
+        except Exception as exc:  # a failing local model is a failed call, never a crash
+            raise CallFailed("local_error", f"{type(exc).__name__}: {exc}",
+                             retryable=False) from exc
+
+    async def token_probabilities_twice(
+        self, messages: list[dict[str, str]], reply_start: str, candidates: list[str],
+        middle: str, pick: Callable[[list[float]], int],
+    ) -> tuple[list[float], list[float]]:
+        """:class:`ScoresTokens`: two readings in one pass (the second reuses the cache)."""
+        try:
+            prompt = await self._scoring_prompt(messages, reply_start)
+            return await self.engine.score_twice(
+                prompt, candidates, middle, pick, adapter=self.adapter
+            )
+        except Exception as exc:
+            raise CallFailed("local_error", f"{type(exc).__name__}: {exc}",
+                             retryable=False) from exc
+
+    async def _scoring_prompt(self, messages: list[dict[str, str]], reply_start: str) -> str:
+        await self.engine.wait_ready()
+        return self.engine.chat_prompt(_with_system(self.spec, messages)) + reply_start
 
     async def ready(self) -> None:
         """Load the model now, so that a wrong name fails at start, not on every prompt."""

@@ -23,7 +23,7 @@ import structlog
 from arena_stream.arena.battles import battle_id
 from arena_stream.arena.validation import digest
 from arena_stream.config import Config, PlayerConfig
-from arena_stream.judges.pairwise import Judge, JudgeFailed
+from arena_stream.judges import Judge, JudgeFailed, build_judge
 from arena_stream.models.clients import ChatClient, build_client
 from arena_stream.models.retry import CallFailed
 from arena_stream.schemas import Battle, Prompt
@@ -142,7 +142,7 @@ async def judge_all(
             ans_a, ans_b = answers[(a.name, p.id)], answers[(b.name, p.id)]
             bid = battle_id(p.id, a.name, b.name)
             key = hashlib.sha256(
-                f"{bid}\x1f{ans_a}\x1f{ans_b}\x1f{judge.template_version}\x1f{judge.spec.model}"
+                f"{bid}\x1f{ans_a}\x1f{ans_b}\x1f{judge.template_version}\x1f{judge.name}"
                 .encode()
             ).hexdigest()
             hit = cache.get(key)
@@ -191,7 +191,7 @@ async def evaluate(
     answers = await answer_all(
         prompts, players, JsonlCache(cache_dir / "answers.jsonl" if cache_dir else None)
     )
-    judge = Judge(config.judge, config.battles)
+    judge = build_judge(config.judge, config.battles)
     return await judge_all(
         prompts, players, answers, judge,
         JsonlCache(cache_dir / "judgments.jsonl" if cache_dir else None),

@@ -1,7 +1,7 @@
 """The live leaderboard page: a small read-only aiohttp server beside the faust worker.
 
-It keeps its own view by tailing the ratings, leaderboard and models topics
-without a consumer group, so any worker can serve the whole page whichever
+It keeps its own view by tailing the ratings, leaderboard, models, judgments and
+dead-letter topics without a consumer group, so any worker can serve the whole page whichever
 partitions it owns, and several workers can serve it at once. Nothing here
 writes to Kafka: every route is a GET.
 
@@ -12,8 +12,11 @@ Routes:
 * ``GET /api/events`` - the same JSON as Server-Sent Events, pushed when it changes.
 
 Memory is bounded whatever the topics hold: one latest update per model, the
-last snapshot, the last :data:`MAX_VERSIONS` versions, and per target version
-a rating history decimated to at most :data:`MAX_POINTS` points.
+last snapshot, the last :data:`MAX_VERSIONS` versions, per target version
+a rating history decimated to at most :data:`MAX_POINTS` points, and per pair
+of models three counters of the judge's record (judged, dead-lettered, outages;
+see :mod:`arena_stream.ratings.judge_health`). Judgments are decoded only as far
+as their two models.
 """
 
 from __future__ import annotations
@@ -35,12 +38,19 @@ from aiohttp import web
 
 from arena_stream.config import Config
 from arena_stream.kafka.io import ensure_ready, tail, topic_name
+from arena_stream.ratings.judge_health import JudgedPlayers, JudgeTally, dead_letter_players
 from arena_stream.ratings.standings import latest_ratings
-from arena_stream.schemas import LeaderboardSnapshot, ModelVersion, RatingUpdate, decode
+from arena_stream.schemas import (
+    DeadLetter,
+    LeaderboardSnapshot,
+    ModelVersion,
+    RatingUpdate,
+    decode,
+)
 
 log = structlog.get_logger(__name__)
 
-TOPIC_KEYS = ("ratings", "leaderboard", "models")
+TOPIC_KEYS = ("ratings", "leaderboard", "models", "judgments", "deadletter")
 MAX_POINTS = 500  # per target version in the history
 MAX_VERSIONS = 64  # target versions with a history, and versions listed
 SSE_MIN_INTERVAL_S = 0.5  # at most two pushes a second per client, however busy the stream
@@ -79,8 +89,11 @@ class Series:
         return out
 
 
+_judged = msgspec.json.Decoder(JudgedPlayers)
+
+
 class LeaderboardView:
-    """What the page shows, built from the three topics' records as they arrive.
+    """What the page shows, built from the topics' records as they arrive.
 
     Pure bookkeeping, no I/O, so it is tested without a broker. Records are
     de-duplicated by (topic, partition, offset), which makes re-reading a
@@ -98,6 +111,7 @@ class LeaderboardView:
         self.versions: deque[ModelVersion] = deque(maxlen=max_versions)
         self.history: OrderedDict[str, Series] = OrderedDict()
         self.positions: dict[tuple[str, int], int] = {}
+        self.judge = JudgeTally()
         self.updated = 0.0
         self.revision = 0
         self.changed = asyncio.Condition()
@@ -155,6 +169,17 @@ class LeaderboardView:
                 v.ts = ts
             self.versions.append(v)
             return True
+        if key == "judgments":
+            j = _judged.decode(value)
+            self.judge.add_judgment(j.model_a, j.model_b)
+            return True
+        if key == "deadletter":
+            dead = decode(value, DeadLetter)
+            players = dead_letter_players(dead)
+            if players is None:
+                return False  # not the judge's: intake, generation, training
+            self.judge.add_dead_letter(*players, dead.reason)
+            return True
         return False
 
     def _series(self, model: str) -> Series:
@@ -181,6 +206,7 @@ class LeaderboardView:
                 for v in self.versions
             ],
             "history": {model: s.export() for model, s in self.history.items()},
+            "judge_health": [msgspec.to_builtins(h) for h in self.judge.report()],
             "updated": self.updated,
         }
 

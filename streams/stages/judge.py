@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arena_stream.judges.pairwise import Judge, JudgeFailed
+from arena_stream.judges.base import Judge, JudgeFailed
 from arena_stream.schemas import Battle, decode
 from arena_stream.streams.stages.base import (
     Clock,

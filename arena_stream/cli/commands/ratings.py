@@ -1,15 +1,31 @@
 """Show the current Elo ratings, or follow every rating update live.
 
 Without ``--follow``: the latest rating of each model, read from the ratings
-topic. With ``--follow``: one line per update as judgments arrive.
-``--json`` prints machine-readable output (a list of objects, or one object
-per line when following).
+topic, with each model's judge record (judgments and dead-letter topics): how
+many of its battles the judge dead-lettered, and whether that share is far
+above the others' (a sign that its answers suppress their own verdicts, see
+:mod:`arena_stream.ratings.judge_health`). A model whose battles were all
+dead-lettered has no rating and is listed all the same.
+With ``--follow``: one line per update as judgments arrive.
+``--json`` prints machine-readable output (a list of objects, each with a
+``judge`` object, or one rating update per line when following).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+import msgspec
+
+from arena_stream.ratings.judge_health import JudgedPlayers, JudgeHealth, judge_health
+from arena_stream.ratings.standings import Standing
+from arena_stream.schemas import DeadLetter
+
+T = TypeVar("T")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +63,40 @@ def main(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(follow())
         return 0
-    records = asyncio.run(read_all(config, "ratings"))
-    rows = latest_ratings(decode(r.value, RatingUpdate) for r in records)
-    print_ratings(rows, as_json=args.json)
+    async def read() -> tuple[list[Any], list[Any], list[Any]]:
+        return (await read_all(config, "ratings"), await read_all(config, "judgments"),
+                await read_all(config, "deadletter"))
+
+    ratings, judgments, dead = asyncio.run(read())
+    rows = latest_ratings(decode(r.value, RatingUpdate) for r in ratings)
+    health = judge_health(_decoded(judgments, JudgedPlayers), _decoded(dead, DeadLetter))
+    if args.json:
+        print(json.dumps(with_judge_health(rows, health)))
+        return 0
+    print_ratings(rows)
+    for h in health:
+        if h.suppression_suspected:
+            print(f"warning: {h.model}: possible verdict suppression: {h.reason}")
     return 0
+
+
+def with_judge_health(rows: list[Standing], health: list[JudgeHealth]) -> list[dict[str, Any]]:
+    """Rating rows with a ``judge`` object each; unrated models with a judge record last."""
+    by_model = {h.model: msgspec.to_builtins(h) for h in health}
+    for record in by_model.values():
+        del record["model"]
+    out = [{**msgspec.to_builtins(row), "judge": by_model.pop(row.model, None)} for row in rows]
+    for model, record in by_model.items():
+        out.append({"model": model, "rating": None, "battles": 0, "wins": 0, "losses": 0,
+                    "ties": 0, "rank": None, "judge": record})
+    return out
+
+
+def _decoded(records: list[Any], kind: type[T]) -> Iterator[T]:
+    """Records that decode as ``kind``; anything else on the topic is not ours to judge."""
+    decoder = msgspec.json.Decoder(kind)
+    for record in records:
+        try:
+            yield decoder.decode(record.value)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
