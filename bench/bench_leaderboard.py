@@ -13,7 +13,9 @@ process so that ratios are comparable:
   frame per round, so only ``--legacy-rounds`` rounds are timed and the
   100-round figure is extrapolated (and marked so).
 
-No FastChat code lives in this repository: point the options at a checkout.
+No FastChat code lives in this repository: point the options at a checkout
+(only ``fastchat/serve/monitor/rating_systems.py`` is needed under
+``--fastchat-path``; it imports numpy, scipy, pandas and tqdm).
 Ties are drawn so that a tie is worth exactly the Bradley-Terry expected
 score, which keeps the truth recoverable when ties count as half.
 
@@ -273,6 +275,12 @@ def render(
         key = ours_for.get(task, f"bootstrap {args.rounds}" if "bootstrap" in task else task)
         ratio = f"{med / ours[key]:.1f}" if impl != "ours" and key in ours else ""
         lines.append(f"| {impl} | {task} | {med:.3f} | {runs} | {ratio} | {note} |")
+    boot = f"bootstrap {args.rounds}"
+    fastchat = {task: med for impl, task, med, _, _ in rows if impl == "FastChat"}
+    if f"compute_bootstrap_bt {args.rounds}" in fastchat and boot in ours:
+        speedup = fastchat[f"compute_bootstrap_bt {args.rounds}"] / ours[boot]
+        lines += ["", f"Bootstrap speed-up over FastChat's `compute_bootstrap_bt`, same run: "
+                      f"**{speedup:.1f}x** (target: at least 10x)."]
     lines += [
         "",
         "| ratings compared with ours (point fit) | largest difference, rating points |",
