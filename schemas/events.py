@@ -247,6 +247,13 @@ class LeaderboardRow(msgspec.Struct, kw_only=True):
     upper: float
     battles: int
     rank: int
+    # the rating rests on too few battles, or the data do not bound it (never lost / never
+    # won); its interval is then a profile-likelihood one, see arena_stream.ratings.bradley_terry
+    provisional: bool = False
+    note: str = ""  # why it is provisional, e.g. "14 battles (< 30)"
+    # "upper" / "lower" / "both": the data set no bound on that side (never lost / never
+    # won); the number shown there comes from the weak prior alone
+    open_side: str = ""
 
 
 class LeaderboardSnapshot(Event, kw_only=True):

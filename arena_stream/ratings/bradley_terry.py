@@ -28,13 +28,23 @@ function evaluations per round (``bench/bench_leaderboard.py``: 100 rounds on
 a million battles in about a quarter of a second, more than 20 times faster
 than FastChat's ``compute_bootstrap_bt`` on two processes).
 
-A perfectly unbeaten (or winless) model has no finite maximum-likelihood
-rating. A ridge of ``1e-8`` per battle keeps the fit finite and unique; its
-effect on models with data on both sides is about 0.001 rating points. Such
-ratings are meaningless however they are computed, so :attr:`Ratings.unbounded`
-names every model outside the largest strongly connected component of the
-"beats or ties" graph (Zermelo's condition for the maximum likelihood to
-exist); callers should show them as provisional.
+Little data and separation. A model that won (or lost) every battle has no
+finite maximum-likelihood rating, and a dozen battles make any interval built
+on the normal approximation false confidence. Every fit therefore carries a
+weak prior, the same offline and in the stream's snapshots
+(:mod:`arena_stream.ratings.snapshots` calls :func:`fit_collapsed`): each
+model gets ``PRIOR_TIES = 1`` virtual tie against a virtual opponent of
+average strength, i.e. the penalty ``log(2 cosh(theta / 2))`` per model.
+It keeps every rating finite, weighs what one real battle weighs (a model with
+1,000 battles moves by a third of a rating point at most) and, because it grows
+only linearly, does not pretend to know how far an unbeaten model stands
+above the rest. A model is *provisional* when it has fewer than
+``MIN_BATTLES`` battles or lies outside the largest strongly connected
+component of the "beats or ties" graph (Zermelo's condition for the maximum
+likelihood to exist; :attr:`Ratings.unbounded`). Its interval is then the
+profile-likelihood interval (:mod:`arena_stream.ratings.profile`), whatever
+the method asked for: skewed where the data are, very wide on the side only
+the prior bounds. Rows say so (``LeaderboardRow.provisional`` and ``note``).
 """
 
 from __future__ import annotations
@@ -49,17 +59,19 @@ from typing import Literal
 import numpy as np
 import polars as pl
 from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+from scipy.sparse.csgraph import breadth_first_order, connected_components
 from scipy.special import expit
 from scipy.stats import norm
 
+from arena_stream.ratings.profile import profile_interval
 from arena_stream.ratings.solver import Cells, gradient_and_hessian, newton
 from arena_stream.schemas.events import Judgment, LeaderboardRow
 
 SCALE = 400.0
 BASE = 10.0
 INIT_RATING = 1000.0
-RIDGE = 1e-8
+PRIOR_TIES = 1.0  # virtual ties per model against an average opponent
+MIN_BATTLES = 30  # fewer battles than this: the rating is provisional
 ALPHA = SCALE / math.log(BASE)  # natural log-odds -> rating points
 
 WINNER_OUTCOME: dict[str, float] = {
@@ -225,11 +237,17 @@ def collapse(battles: pl.DataFrame) -> Collapsed:
 # Fitting (natural log-odds units; ALPHA converts to rating points)
 
 
+def _ridge(ties: float, total: float) -> float:
+    """No ridge under the prior; without one (``prior_ties=0``, plain maximum likelihood)
+    a ridge of 1e-8 per battle keeps the Hessian invertible."""
+    return 0.0 if ties > 0 else 1e-8 * total
+
+
 def _fit(
     c: Collapsed,
     count: np.ndarray,
     *,
-    ridge: float = RIDGE,
+    ties: float = PRIOR_TIES,
     start: np.ndarray | None = None,
 ) -> np.ndarray:
     """Penalised maximum-likelihood log-strengths for one or many sets of cell counts.
@@ -241,17 +259,15 @@ def _fit(
     cells = c.cells
     x0 = np.zeros((counts.shape[0], c.n_models)) if start is None else np.broadcast_to(
         start, (counts.shape[0], c.n_models))
-    totals = counts.sum(axis=1)
-    theta = newton(cells, counts, x0, ties=0.0, ridge=ridge * float(totals.max()))
-    theta -= theta.mean(axis=1, keepdims=True)
+    theta = newton(cells, counts, x0, ties=ties, ridge=_ridge(ties, float(counts.sum(1).max())))
     return theta[0] if np.ndim(count) == 1 else theta
 
 
-def _hessian_and_meat(c: Collapsed, theta: np.ndarray, ridge: float) -> tuple[np.ndarray, ...]:
-    """Observed information H (with the penalty) and score outer-product M, over battles."""
+def _hessian_and_meat(c: Collapsed, theta: np.ndarray, ties: float) -> tuple[np.ndarray, ...]:
+    """Observed information H (with the prior) and score outer-product M, over battles."""
     cells = c.cells
-    _, hess = gradient_and_hessian(cells, c.count[None, :], theta[None, :], ties=0.0,
-                                   ridge=ridge * c.total)
+    _, hess = gradient_and_hessian(cells, c.count[None, :], theta[None, :], ties=ties,
+                                   ridge=_ridge(ties, c.total))
     p = expit(theta[c.a] - theta[c.b])
     m = c.count * (c.outcome - p) ** 2  # per battle (o - p)^2, identical within a cell
     n = c.n_models
@@ -268,24 +284,27 @@ def _contrasts(n: int, anchor: int | None) -> np.ndarray:
     return v
 
 
-def _sandwich_var(c: Collapsed, theta: np.ndarray, ridge: float, v: np.ndarray) -> np.ndarray:
+def _sandwich_var(c: Collapsed, theta: np.ndarray, ties: float, v: np.ndarray) -> np.ndarray:
     """Robust variances of the contrasts ``v @ theta`` from ``H^-1 M H^-1``.
 
     Valid even when Bradley-Terry is misspecified: a judge's preferences are
     not transitive in general; the model-based ``H^-1`` would then understate
     the uncertainty, the sandwich does not.
     """
-    hess, meat = _hessian_and_meat(c, theta, ridge)
+    hess, meat = _hessian_and_meat(c, theta, ties)
     w = np.linalg.solve(hess, v.T)  # H^-1 v'
     return np.einsum("ji,jk,ki->i", w, meat, w)
 
 
-def _unbounded(c: Collapsed) -> list[str]:
-    """Models whose maximum-likelihood rating is infinite relative to the main group.
+def _open_sides(c: Collapsed) -> dict[str, str]:
+    """Models whose maximum-likelihood rating is infinite, and on which side.
 
     Edge ``b -> a`` when ``a`` ever beat or tied ``b``. The MLE exists only
-    if every model can reach every other; models outside the largest strongly
-    connected component sit at +/- infinity relative to it.
+    if every model can reach every other (Zermelo). Models outside the
+    largest strongly connected component sit at infinity relative to it:
+    ``"upper"`` when the main group reaches them but they never reach it
+    back (they never lost to it, directly or through others), ``"lower"``
+    the other way round, ``"both"`` when not compared either way.
     """
     n = c.n_models
     a_won = c.outcome > 0.0  # a beat or tied b: edge b -> a
@@ -295,9 +314,39 @@ def _unbounded(c: Collapsed) -> list[str]:
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
     k, labels = connected_components(graph, directed=True, connection="strong")
     if k == 1:
-        return []
-    main = np.bincount(labels).argmax()
-    return [m for m, lab in zip(c.models, labels, strict=True) if lab != main]
+        return {}
+    main = int(np.bincount(labels).argmax())
+    root = int(np.flatnonzero(labels == main)[0])
+    above = np.zeros(n, dtype=bool)  # reachable from the main group: beat someone who ...
+    above[breadth_first_order(graph, root, directed=True, return_predecessors=False)] = True
+    below = np.zeros(n, dtype=bool)  # reaches the main group
+    below[breadth_first_order(graph.T.tocsr(), root, directed=True,
+                              return_predecessors=False)] = True
+    sides: dict[str, str] = {}
+    for i, m in enumerate(c.models):
+        if labels[i] != main:
+            sides[m] = "upper" if above[i] and not below[i] else (
+                "lower" if below[i] and not above[i] else "both")
+    return sides
+
+
+_SIDE_NOTE = {
+    "upper": "never lost to the others: the data set no upper bound",
+    "lower": "never beat the others: the data set no lower bound",
+    "both": "not compared both ways with the others: the data bound neither side",
+}
+
+
+def _provisional(c: Collapsed, sides: dict[str, str], min_battles: int) -> dict[str, str]:
+    """Why each provisional model's rating rests on too little: model -> short note."""
+    notes: dict[str, str] = {}
+    for i, m in enumerate(c.models):
+        why = [_SIDE_NOTE[sides[m]]] if m in sides else []
+        if c.battles[i] < min_battles:
+            why.append(f"{c.battles[i]} battles (< {min_battles})")
+        if why:
+            notes[m] = "; ".join(why)
+    return notes
 
 
 # ---------------------------------------------------------------------------
@@ -316,6 +365,13 @@ class Ratings:
     method: str
     samples: np.ndarray | None = None  # bootstrap ratings (rounds, n), when bootstrapped
     unbounded: tuple[str, ...] = ()  # models with no finite MLE (never lost / never won)
+    notes: dict[str, str] | None = None  # provisional models -> why
+    open_sides: dict[str, str] | None = None  # unbounded models -> "upper" / "lower" / "both"
+
+    @property
+    def provisional(self) -> tuple[str, ...]:
+        """Models whose rating rests on too few battles or is not bounded by the data."""
+        return tuple(self.notes or ())
 
     def rows(self) -> list[LeaderboardRow]:
         """Rows sorted by rating, with LMArena's interval-overlap rank."""
@@ -329,19 +385,12 @@ class Ratings:
                 upper=float(self.upper[i]),
                 battles=int(self.battles[i]),
                 rank=int(rank[i]),
+                provisional=self.models[i] in (self.notes or {}),
+                note=(self.notes or {}).get(self.models[i], ""),
+                open_side=(self.open_sides or {}).get(self.models[i], ""),
             )
             for i in order
         ]
-
-
-def _offset(models: Sequence[str], theta: np.ndarray, anchor: tuple[str, float] | None) -> float:
-    """Rating-point offset so the mean is 1000, or the anchor has its given rating."""
-    if anchor is None:
-        return INIT_RATING
-    name, value = anchor
-    if name not in models:
-        raise ValueError(f"anchor model {name!r} has no battles")
-    return value - ALPHA * float(theta[models.index(name)])
 
 
 def fit(
@@ -352,7 +401,8 @@ def fit(
     seed: int = 0,
     anchor: tuple[str, float] | None = None,
     confidence: float = 0.95,
-    ridge: float = RIDGE,
+    prior_ties: float = PRIOR_TIES,
+    min_battles: int = MIN_BATTLES,
 ) -> Ratings:
     """Fit Bradley-Terry and compute intervals; see the module docstring for conventions.
 
@@ -360,21 +410,41 @@ def fit(
     multinomial seeded by ``seed`` (reproducible) and takes percentile
     intervals of the refits; ``sandwich`` is the closed-form robust interval,
     instant and what LMArena publishes now. The point rating is always the
-    fit on all battles.
+    fit on all battles; provisional models get profile intervals either way.
     """
+    c = collapse(_validate(battles, "battles"))
+    return fit_collapsed(c, method=method, rounds=rounds, seed=seed, anchor=anchor,
+                         confidence=confidence, prior_ties=prior_ties, min_battles=min_battles)
+
+
+def fit_collapsed(
+    c: Collapsed,
+    *,
+    method: Method = "bootstrap",
+    rounds: int = 100,
+    seed: int = 0,
+    anchor: tuple[str, float] | None = None,
+    confidence: float = 0.95,
+    prior_ties: float = PRIOR_TIES,
+    min_battles: int = MIN_BATTLES,
+) -> Ratings:
+    """:func:`fit` on battles already collapsed into counted cells (the stream's snapshots)."""
     if method not in ("bootstrap", "sandwich"):
         raise ValueError(f"unknown method {method!r}; use 'bootstrap' or 'sandwich'")
-    c = collapse(_validate(battles, "battles"))
     if c.n_models < 2:
         raise BattleDataError("need battles between at least two different models")
-    theta = _fit(c, c.count, ridge=ridge)
+    theta = _fit(c, c.count, ties=prior_ties)
     models = c.models
-    rating = ALPHA * theta + _offset(models, theta, anchor)
+    if anchor is not None and anchor[0] not in models:
+        raise ValueError(f"anchor model {anchor[0]!r} has no battles")
+    anchor_index = None if anchor is None else models.index(anchor[0])
+    v = _contrasts(c.n_models, anchor_index)
+    offset = INIT_RATING if anchor is None else anchor[1]
+    rating = ALPHA * (v @ theta) + offset
     tail = (1.0 - confidence) / 2.0
-    v = _contrasts(c.n_models, None if anchor is None else models.index(anchor[0]))
     samples: np.ndarray | None = None
     if method == "sandwich":
-        var = _sandwich_var(c, theta, ridge, v)
+        var = _sandwich_var(c, theta, prior_ties, v)
         half = float(norm.ppf(1.0 - tail)) * ALPHA * np.sqrt(np.maximum(var, 0.0))
         lower, upper = rating - half, rating + half
     else:
@@ -383,10 +453,17 @@ def fit(
         rng = np.random.default_rng(seed)
         total = round(c.total)
         draws = rng.multinomial(total, c.count / c.count.sum(), size=rounds).astype(np.float64)
-        thetas = _fit(c, draws, ridge=ridge, start=theta)
-        samples = ALPHA * (thetas @ v.T) + (rating - ALPHA * (v @ theta))
+        thetas = _fit(c, draws, ties=prior_ties, start=theta)
+        samples = ALPHA * (thetas @ v.T) + offset
         lower = np.quantile(samples, tail, axis=0)
         upper = np.quantile(samples, 1.0 - tail, axis=0)
+    sides = _open_sides(c)
+    notes = _provisional(c, sides, min_battles)
+    for i, m in enumerate(models):
+        if m in notes and i != anchor_index:
+            lo, hi = profile_interval(c.cells, c.count, theta, v[i], ties=prior_ties,
+                                      ridge=_ridge(prior_ties, c.total), confidence=confidence)
+            lower[i], upper[i] = ALPHA * lo + offset, ALPHA * hi + offset
     return Ratings(
         models=models,
         rating=rating,
@@ -395,7 +472,9 @@ def fit(
         battles=c.battles,
         method=method,
         samples=samples,
-        unbounded=tuple(_unbounded(c)),
+        unbounded=tuple(sides),
+        notes=notes,
+        open_sides=sides,
     )
 
 
@@ -406,9 +485,12 @@ def leaderboard(
     rounds: int = 100,
     seed: int = 0,
     anchor: tuple[str, float] | None = None,
+    prior_ties: float = PRIOR_TIES,
+    min_battles: int = MIN_BATTLES,
 ) -> list[LeaderboardRow]:
     """Leaderboard rows, best first; ``rank`` is LMArena's interval-overlap rank."""
-    return fit(battles, method=method, rounds=rounds, seed=seed, anchor=anchor).rows()
+    return fit(battles, method=method, rounds=rounds, seed=seed, anchor=anchor,
+               prior_ties=prior_ties, min_battles=min_battles).rows()
 
 
 def rating_history(

@@ -3,6 +3,9 @@
 Ratings are on the Elo scale (400, base 10), centred on a mean of 1000 unless
 --anchor pins one model. Rank is LMArena's: 1 + the number of models that are
 better beyond doubt (their lower bound is above this model's upper bound).
+A rating that rests on too few battles, or that the data do not bound (a model
+that never lost or never won), is marked provisional, with the reason; its
+interval is a profile-likelihood one (see arena_stream.ratings.bradley_terry).
 """
 
 from __future__ import annotations
@@ -51,6 +54,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0.0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError("must be a finite number, 0 or more")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--battles", metavar="FILE", help="LMArena battles, JSONL or Parquet")
@@ -66,6 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     parser.add_argument("--anchor", type=parse_anchor, metavar="MODEL=RATING",
                         help="pin one model's rating, e.g. llama-2-70b-chat=1100")
+    parser.add_argument("--min-battles", type=_non_negative, default=None, metavar="N",
+                        help="fewer battles than this make a rating provisional (default: 30)")
+    parser.add_argument("--prior-ties", type=_non_negative_float, default=None, metavar="K",
+                        help="virtual ties of each model against an average one, the weak prior "
+                             "that keeps ratings finite (default: 1; 0 is plain maximum "
+                             "likelihood)")
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     fmt.add_argument("--csv", action="store_true", help="print CSV instead of a table")
@@ -112,7 +135,14 @@ def _load(args: argparse.Namespace) -> Any:
     return bt.battles_from_judgments(judgments)
 
 
-def _print_table(rows: list[Any], unbounded: tuple[str, ...], title: str) -> None:
+def _interval(r: Any) -> str:
+    """``lower .. upper``, with ``open`` on a side the data do not bound."""
+    lower = "open" if r.open_side in ("lower", "both") else f"{r.lower:.1f}"
+    upper = "open" if r.open_side in ("upper", "both") else f"{r.upper:.1f}"
+    return f"{lower} .. {upper}"
+
+
+def _print_table(rows: list[Any], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -121,13 +151,27 @@ def _print_table(rows: list[Any], unbounded: tuple[str, ...], title: str) -> Non
                          ("95% interval", "right"), ("battles", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
-        mark = " *" if r.model in unbounded else ""
-        table.add_row(str(r.rank), r.model + mark, f"{r.rating:.1f}",
-                      f"{r.lower:.1f} .. {r.upper:.1f}", str(r.battles))
+        mark = " *" if r.provisional else ""
+        table.add_row(str(r.rank), r.model + mark, f"{r.rating:.1f}", _interval(r),
+                      str(r.battles))
     console = Console(file=sys.stdout)
     console.print(table)
-    if unbounded:
-        console.print("* never lost or never won against the others: rating is provisional")
+    flagged = [r for r in rows if r.provisional]
+    if flagged:
+        console.print("* provisional (profile-likelihood interval; 'open': only the weak prior "
+                      "bounds that side):", markup=False)
+        for r in flagged:
+            console.print(f"  {r.model}: {r.note}", markup=False, highlight=False)
+
+
+def _prior_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--min-battles`` / ``--prior-ties`` as keyword arguments, only when given."""
+    out: dict[str, Any] = {}
+    if args.min_battles is not None:
+        out["min_battles"] = args.min_battles
+    if args.prior_ties is not None:
+        out["prior_ties"] = args.prior_ties
+    return out
 
 
 def main(args: argparse.Namespace) -> int:
@@ -143,30 +187,30 @@ def main(args: argparse.Namespace) -> int:
         if battles.height == 0:
             raise bt.BattleDataError("no battles in the selection")
         ratings = bt.fit(battles, method=args.method, rounds=args.bootstrap, seed=args.seed,
-                         anchor=args.anchor)
+                         anchor=args.anchor, **_prior_options(args))
     except (bt.BattleDataError, ValueError) as exc:
         print(f"arena-stream leaderboard: error: {exc}", file=sys.stderr)
         return 2
     rows = ratings.rows()
     if ratings.unbounded:
-        print(f"arena-stream leaderboard: warning: no finite rating for "
-              f"{', '.join(ratings.unbounded)} (never lost or never won)", file=sys.stderr)
+        print(f"arena-stream leaderboard: warning: the data do not bound the rating of "
+              f"{', '.join(ratings.unbounded)} (never lost or never won); only the weak prior "
+              "keeps it finite", file=sys.stderr)
 
     if args.json:
-        out = [dict(msgspec.to_builtins(r), provisional=r.model in ratings.unbounded)
-               for r in rows]
-        json.dump(out, sys.stdout, indent=2)
+        json.dump([msgspec.to_builtins(r) for r in rows], sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif args.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["rank", "model", "rating", "lower", "upper", "battles"])
+        writer.writerow(["rank", "model", "rating", "lower", "upper", "battles", "provisional",
+                         "open_side", "note"])
         for r in rows:
             writer.writerow([r.rank, r.model, f"{r.rating:.2f}", f"{r.lower:.2f}",
-                             f"{r.upper:.2f}", r.battles])
+                             f"{r.upper:.2f}", r.battles, int(r.provisional), r.open_side,
+                             r.note])
     else:
         what = f"{args.bootstrap} bootstrap rounds" if args.method == "bootstrap" else "sandwich"
-        _print_table(rows, ratings.unbounded,
-                     f"Bradley-Terry leaderboard, {battles.height} battles, {what}")
+        _print_table(rows, f"Bradley-Terry leaderboard, {battles.height} battles, {what}")
 
     if args.plot:
         from arena_stream.cli.plots import plot_leaderboard
