@@ -113,6 +113,24 @@ class Game(msgspec.Struct, kw_only=True):
     attempts: int = 1
 
 
+class StyleCounts(msgspec.Struct, kw_only=True):
+    """Length and markdown counts of both answers, for style control.
+
+    Computed by :func:`arena_stream.ratings.style.style_counts` with the
+    definitions of LMArena's ``conv_metadata`` (``sum_assistant_a_tokens``,
+    ``header_count_a``, ``bold_count_a``, ``list_count_a``, ...), summed.
+    """
+
+    tokens_a: int
+    tokens_b: int
+    headers_a: int
+    headers_b: int
+    bold_a: int
+    bold_b: int
+    lists_a: int
+    lists_b: int
+
+
 class Judgment(Event, kw_only=True):
     """The combined verdict of both games of a battle."""
 
@@ -136,6 +154,7 @@ class Judgment(Event, kw_only=True):
     category: str | None = None
     answer_a: str
     answer_b: str
+    style: StyleCounts | None = None  # for `leaderboard --style-control`; None: count the answers
 
 
 class RatingUpdate(Event, kw_only=True):

@@ -93,8 +93,8 @@ class BattleDataError(ValueError):
 # Loading
 
 
-def _validate(df: pl.DataFrame, source: str) -> pl.DataFrame:
-    """Keep the LMArena columns (and ``ts`` when present) and check them.
+def _validate(df: pl.DataFrame, source: str, keep: Sequence[str] = ()) -> pl.DataFrame:
+    """Keep the LMArena columns (and ``ts``, and the ``keep`` columns, when present); check them.
 
     Errors name the source and the offending values, because a leaderboard
     silently computed from half-parsed data is worse than none.
@@ -110,6 +110,7 @@ def _validate(df: pl.DataFrame, source: str) -> pl.DataFrame:
         cols.append(pl.col("ts").cast(pl.Float64))
     elif "tstamp" in df.columns:  # LMArena's name for the battle time
         cols.append(pl.col("tstamp").cast(pl.Float64).alias("ts"))
+    cols += [pl.col(c) for c in keep if c in df.columns and c not in (*REQUIRED_COLUMNS, "ts")]
     out = df.select(cols)
     for c in REQUIRED_COLUMNS:
         nulls = out[c].null_count()
@@ -125,11 +126,12 @@ def _validate(df: pl.DataFrame, source: str) -> pl.DataFrame:
     return out
 
 
-def load_battles(path: str | Path) -> pl.DataFrame:
+def load_battles(path: str | Path, *, keep: Sequence[str] = ()) -> pl.DataFrame:
     """Read LMArena-format battles from JSONL (``.jsonl``/``.json``) or Parquet.
 
     Returns ``model_a``, ``model_b``, ``winner`` (and ``ts`` in unix seconds
-    when the file has ``ts`` or LMArena's ``tstamp``); other columns are
+    when the file has ``ts`` or LMArena's ``tstamp``, and those of ``keep``
+    that it has, e.g. ``conv_metadata`` or ``category``); other columns are
     dropped so that a multi-gigabyte conversation column never reaches memory
     twice.
     """
@@ -143,25 +145,41 @@ def load_battles(path: str | Path) -> pl.DataFrame:
             df = pl.read_ndjson(p, infer_schema_length=None)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise BattleDataError(f"{p}: cannot read battles: {exc}") from None
-    return _validate(df, str(p))
+    return _validate(df, str(p), keep)
 
 
-def battles_from_judgments(judgments: Iterable[Judgment]) -> pl.DataFrame:
-    """The stream's judgments as an LMArena-format battles frame (with ``ts``)."""
-    a: list[str] = []
-    b: list[str] = []
-    w: list[str] = []
-    ts: list[float] = []
+def battles_from_judgments(judgments: Iterable[Judgment], *, style: bool = False) -> pl.DataFrame:
+    """The stream's judgments as an LMArena-format battles frame (with ``ts``, ``category``).
+
+    ``style=True`` adds the eight style counts (``tokens_a`` ... ``lists_b``):
+    the judgment's own ``style`` when the judge stage recorded it, else counted
+    from its answers (:func:`arena_stream.ratings.style.style_counts`).
+    """
+    from arena_stream.ratings.style import COUNT_COLUMNS, FEATURES, style_counts
+
+    names = [c for f in FEATURES for c in COUNT_COLUMNS[f]]
+    data: dict[str, list[object]] = {k: [] for k in ("model_a", "model_b", "winner", "ts",
+                                                     "category")}
+    counts: list[list[int]] = []
     for j in judgments:
-        a.append(j.model_a)
-        b.append(j.model_b)
-        w.append(j.winner)
-        ts.append(j.ts)
-    df = pl.DataFrame(
-        {"model_a": a, "model_b": b, "winner": w, "ts": ts},
-        schema={"model_a": pl.String, "model_b": pl.String, "winner": pl.String, "ts": pl.Float64},
-    )
-    return _validate(df, "judgments")
+        data["model_a"].append(j.model_a)
+        data["model_b"].append(j.model_b)
+        data["winner"].append(j.winner)
+        data["ts"].append(j.ts)
+        data["category"].append(j.category)
+        if style:
+            sc = j.style if j.style is not None else style_counts(j.answer_a, j.answer_b)
+            counts.append([getattr(sc, c) for c in names])
+    schema: dict[str, pl.DataType | type[pl.DataType]] = {
+        "model_a": pl.String, "model_b": pl.String, "winner": pl.String, "ts": pl.Float64,
+        "category": pl.String,
+    }
+    df = pl.DataFrame(data, schema=schema)
+    if style:
+        matrix = np.asarray(counts, dtype=np.int64).reshape(-1, len(names))
+        df = df.with_columns(pl.Series(c, matrix[:, k], dtype=pl.Int64)
+                             for k, c in enumerate(names))
+    return _validate(df, "judgments", keep=["category", *(names if style else [])])
 
 
 # ---------------------------------------------------------------------------

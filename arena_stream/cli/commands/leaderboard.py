@@ -92,6 +92,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     fmt.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    style = parser.add_argument_group("style control (LMArena's contextual Bradley-Terry)")
+    style.add_argument("--style-control", action="store_true",
+                       help="ratings with answer length and markdown (headers, bold, lists) "
+                            "controlled for, beside the raw ones, and each style coefficient")
+    style.add_argument("--style-penalty", type=_non_negative_float, default=None, metavar="R",
+                       help="L2 penalty on the style coefficients, on the mean loss "
+                            "(default: 1.0, arena-rank's)")
+    style.add_argument("--no-pair-weights", action="store_true",
+                       help="weigh every battle alike (default: 1 / max(pair's battles, 50), "
+                            "as arena-rank)")
     parser.add_argument("--plot", metavar="FILE.png", help="write the leaderboard with intervals")
     parser.add_argument("--history-plot", metavar="FILE.png",
                         help="write the rating over time of a model's versions (NAME@vN)")
@@ -123,16 +133,54 @@ def versions(models: list[str], name: str | None) -> list[str]:
 def _load(args: argparse.Namespace) -> Any:
     from arena_stream.ratings import bradley_terry as bt
 
+    style = bool(getattr(args, "style_control", False))
     if args.battles:
         if args.from_time is not None or args.to_time is not None:
             raise bt.BattleDataError("--from/--to apply to --config; filter the file instead")
-        return bt.load_battles(args.battles)
+        keep: list[str] = []
+        if style:
+            from arena_stream.ratings.style_control import COUNT_NAMES, TEXT_COLUMNS
+
+            keep = ["conv_metadata", *COUNT_NAMES, *(c for pair in TEXT_COLUMNS for c in pair)]
+        return bt.load_battles(args.battles, keep=keep)
     from arena_stream.config import load
     from arena_stream.kafka.replay import read_judgments
 
     config = load(args.config)
     judgments = read_judgments(config, from_time=args.from_time, to_time=args.to_time)
-    return bt.battles_from_judgments(judgments)
+    return bt.battles_from_judgments(judgments, style=style)
+
+
+def _style_main(args: argparse.Namespace, battles: Any) -> int:
+    """``--style-control``: fit, print, and plot the style-controlled ratings."""
+    from arena_stream.ratings import bradley_terry as bt
+    from arena_stream.ratings import style_control as sc
+
+    penalty = sc.REG if args.style_penalty is None else args.style_penalty
+    try:
+        counted = sc.style_columns(battles, args.battles or "judgments")
+        result = sc.fit_style(counted, reg=penalty, reweight=not args.no_pair_weights,
+                              **_prior_options(args))
+    except (bt.BattleDataError, ValueError) as exc:
+        print(f"arena-stream leaderboard: error: {exc}", file=sys.stderr)
+        return 2
+    from arena_stream.cli.leaderboard_views import print_style
+
+    fmt = "json" if args.json else "csv" if args.csv else "table"
+    print_style(result, battles=battles.height, penalty=penalty,
+                pair_weights=not args.no_pair_weights, fmt=fmt)
+    if args.plot:
+        from arena_stream.cli.plots import plot_leaderboard
+        from arena_stream.schemas.events import LeaderboardRow
+
+        rows = [LeaderboardRow(model=str(r["model"]), rating=float(r["rating"]),  # type: ignore[arg-type]
+                               lower=float(r["lower"]), upper=float(r["upper"]),  # type: ignore[arg-type]
+                               battles=int(r["battles"]), rank=int(r["rank"]),  # type: ignore[call-overload]
+                               provisional=bool(r["provisional"]))
+                for r in result.table()]
+        plot_leaderboard(rows, args.plot,
+                         title=f"Style-controlled leaderboard ({battles.height} battles)")
+    return 0
 
 
 def _interval(r: Any) -> str:
@@ -186,6 +234,11 @@ def main(args: argparse.Namespace) -> int:
         battles = _load(args)
         if battles.height == 0:
             raise bt.BattleDataError("no battles in the selection")
+        if args.style_control:
+            if args.anchor or args.history_plot:
+                raise bt.BattleDataError("--style-control does not take --anchor or "
+                                         "--history-plot")
+            return _style_main(args, battles)
         ratings = bt.fit(battles, method=args.method, rounds=args.bootstrap, seed=args.seed,
                          anchor=args.anchor, **_prior_options(args))
     except (bt.BattleDataError, ValueError) as exc:
