@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import venv
 from pathlib import Path
 from typing import Any
@@ -57,5 +56,3 @@ def run_arena_rank(script: str, battles_parquet: Path, **options: Any) -> dict[s
         raise AssertionError(f"arena-rank oracle failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
-
-__all__ = ["arena_rank_python", "run_arena_rank", "sys"]

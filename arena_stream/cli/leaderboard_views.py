@@ -1,4 +1,4 @@
-"""Printed views of the leaderboard beyond the plain table: style control (and its JSON/CSV).
+"""Printed views of the leaderboard beyond the plain table: style control, categories.
 
 Kept apart from the command module so that the command stays an argument
 parser and a dispatcher; every view prints to stdout and returns nothing.
@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from arena_stream.ratings.categories import Board
     from arena_stream.ratings.style_control import StyleRatings
 
 
@@ -76,3 +77,45 @@ def print_style(result: StyleRatings, *, battles: int, penalty: float, pair_weig
                   "style-controlled rank (+ moved up)", markup=False)
     if any(r["provisional"] for r in rows):
         console.print("* provisional: too few battles, or never lost / never won", markup=False)
+
+
+def print_categories(boards: list[Board], *, fmt: str) -> None:
+    """One column per view (overall, each category, hard prompts): rating and rank per model."""
+    import msgspec
+
+    if fmt == "json":
+        json.dump([{"category": b.name, "battles": b.battles, "skipped": b.skipped,
+                    "rows": [msgspec.to_builtins(r) for r in b.rows]} for b in boards],
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["category", "rank", "model", "rating", "lower", "upper", "battles",
+                         "provisional"])
+        for b in boards:
+            for r in b.rows:
+                writer.writerow([b.name, r.rank, r.model, f"{r.rating:.2f}", f"{r.lower:.2f}",
+                                 f"{r.upper:.2f}", r.battles, int(r.provisional)])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    order = [r.model for r in boards[0].rows]
+    table = Table(title="Leaderboard by category: rating (rank); * provisional, - no battles")
+    table.add_column("model")
+    for b in boards:
+        table.add_column(f"{b.name}\n{b.battles} battles", justify="right")
+    cells = {b.name: {r.model: r for r in b.rows} for b in boards}
+    for model in order:
+        row = [model]
+        for b in boards:
+            r = cells[b.name].get(model)
+            row.append("-" if r is None else
+                       f"{r.rating:.0f} ({r.rank}){' *' if r.provisional else ''}")
+        table.add_row(*row)
+    console = Console(file=sys.stdout, width=max(Console().width, 100))
+    console.print(table)
+    for b in boards:
+        if b.skipped:
+            console.print(f"{b.name}: not fitted: {b.skipped}", markup=False)

@@ -149,7 +149,7 @@ def load_battles(path: str | Path, *, keep: Sequence[str] = ()) -> pl.DataFrame:
 
 
 def battles_from_judgments(judgments: Iterable[Judgment], *, style: bool = False) -> pl.DataFrame:
-    """The stream's judgments as an LMArena-format battles frame (with ``ts``, ``category``).
+    """The stream's judgments as LMArena-format battles (with ``ts``, ``category``, ``prompt_id``).
 
     ``style=True`` adds the eight style counts (``tokens_a`` ... ``lists_b``):
     the judgment's own ``style`` when the judge stage recorded it, else counted
@@ -159,7 +159,7 @@ def battles_from_judgments(judgments: Iterable[Judgment], *, style: bool = False
 
     names = [c for f in FEATURES for c in COUNT_COLUMNS[f]]
     data: dict[str, list[object]] = {k: [] for k in ("model_a", "model_b", "winner", "ts",
-                                                     "category")}
+                                                     "category", "prompt_id")}
     counts: list[list[int]] = []
     for j in judgments:
         data["model_a"].append(j.model_a)
@@ -167,19 +167,20 @@ def battles_from_judgments(judgments: Iterable[Judgment], *, style: bool = False
         data["winner"].append(j.winner)
         data["ts"].append(j.ts)
         data["category"].append(j.category)
+        data["prompt_id"].append(j.prompt_id)
         if style:
             sc = j.style if j.style is not None else style_counts(j.answer_a, j.answer_b)
             counts.append([getattr(sc, c) for c in names])
     schema: dict[str, pl.DataType | type[pl.DataType]] = {
         "model_a": pl.String, "model_b": pl.String, "winner": pl.String, "ts": pl.Float64,
-        "category": pl.String,
+        "category": pl.String, "prompt_id": pl.String,
     }
     df = pl.DataFrame(data, schema=schema)
     if style:
         matrix = np.asarray(counts, dtype=np.int64).reshape(-1, len(names))
         df = df.with_columns(pl.Series(c, matrix[:, k], dtype=pl.Int64)
                              for k, c in enumerate(names))
-    return _validate(df, "judgments", keep=["category", *(names if style else [])])
+    return _validate(df, "judgments", keep=["category", "prompt_id", *(names if style else [])])
 
 
 # ---------------------------------------------------------------------------

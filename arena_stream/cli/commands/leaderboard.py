@@ -92,6 +92,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     fmt.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    views = parser.add_argument_group("categories and hard prompts")
+    views.add_argument("--category", metavar="NAME",
+                       help="only battles on prompts of this category")
+    views.add_argument("--by-category", action="store_true",
+                       help="one leaderboard per category (and over the hard prompts when the "
+                            "battles know their difficulty), side by side")
+    views.add_argument("--hard", action="store_true",
+                       help="only battles on hard prompts (test-set difficulty, or LMArena's "
+                            "hard-prompt criteria)")
+    views.add_argument("--hard-threshold", type=float, default=None, metavar="D",
+                       help="difficulty (0-10) from which a prompt is hard (default: 7)")
+    views.add_argument("--testset", metavar="FILE",
+                       help="a `testset build` JSONL whose categories and difficulties are "
+                            "joined to the battles on prompt_id")
     style = parser.add_argument_group("style control (LMArena's contextual Bradley-Terry)")
     style.add_argument("--style-control", action="store_true",
                        help="ratings with answer length and markdown (headers, bold, lists) "
@@ -132,16 +146,17 @@ def versions(models: list[str], name: str | None) -> list[str]:
 
 def _load(args: argparse.Namespace) -> Any:
     from arena_stream.ratings import bradley_terry as bt
+    from arena_stream.ratings.categories import PROMPT_COLUMNS
 
     style = bool(getattr(args, "style_control", False))
     if args.battles:
         if args.from_time is not None or args.to_time is not None:
             raise bt.BattleDataError("--from/--to apply to --config; filter the file instead")
-        keep: list[str] = []
+        keep: list[str] = list(PROMPT_COLUMNS)
         if style:
             from arena_stream.ratings.style_control import COUNT_NAMES, TEXT_COLUMNS
 
-            keep = ["conv_metadata", *COUNT_NAMES, *(c for pair in TEXT_COLUMNS for c in pair)]
+            keep += ["conv_metadata", *COUNT_NAMES, *(c for pair in TEXT_COLUMNS for c in pair)]
         return bt.load_battles(args.battles, keep=keep)
     from arena_stream.config import load
     from arena_stream.kafka.replay import read_judgments
@@ -149,6 +164,47 @@ def _load(args: argparse.Namespace) -> Any:
     config = load(args.config)
     judgments = read_judgments(config, from_time=args.from_time, to_time=args.to_time)
     return bt.battles_from_judgments(judgments, style=style)
+
+
+def _select(args: argparse.Namespace, battles: Any) -> Any:
+    """``--testset`` joined in, then ``--category`` and ``--hard`` applied."""
+    from arena_stream.ratings import categories as cat
+
+    if args.testset:
+        battles = cat.attach_prompt_info(battles, cat.read_prompt_info(args.testset))
+    if args.category is not None:
+        battles = cat.only_category(battles, args.category)
+    if args.hard:
+        threshold = cat.HARD_DIFFICULTY if args.hard_threshold is None else args.hard_threshold
+        battles = battles.filter(cat.hard_mask(battles, threshold))
+        if battles.height == 0:
+            raise cat.BattleDataError("no battles on hard prompts in the selection")
+    return battles
+
+
+def _by_category_main(args: argparse.Namespace, battles: Any) -> int:
+    """``--by-category``: every category's leaderboard side by side."""
+    from arena_stream.cli.leaderboard_views import print_categories
+    from arena_stream.ratings import bradley_terry as bt
+    from arena_stream.ratings import categories as cat
+
+    threshold = cat.HARD_DIFFICULTY if args.hard_threshold is None else args.hard_threshold
+
+    def fit_rows(part: Any) -> list[Any]:
+        return bt.fit(part, method=args.method, rounds=args.bootstrap, seed=args.seed,
+                      anchor=args.anchor if args.anchor else None,
+                      **_prior_options(args)).rows()
+
+    try:
+        if "category" not in battles.columns or not cat.categories(battles):
+            raise bt.BattleDataError("these battles have no category (a 'category' column, "
+                                     "the judgments' prompt category, or --testset)")
+        boards = cat.by_category(battles, fit_rows, hard_threshold=threshold)
+    except (bt.BattleDataError, ValueError) as exc:
+        print(f"arena-stream leaderboard: error: {exc}", file=sys.stderr)
+        return 2
+    print_categories(boards, fmt="json" if args.json else "csv" if args.csv else "table")
+    return 0
 
 
 def _style_main(args: argparse.Namespace, battles: Any) -> int:
@@ -231,9 +287,14 @@ def main(args: argparse.Namespace) -> int:
     from arena_stream.ratings import bradley_terry as bt
 
     try:
-        battles = _load(args)
+        battles = _select(args, _load(args))
         if battles.height == 0:
             raise bt.BattleDataError("no battles in the selection")
+        if args.by_category:
+            if args.style_control or args.plot or args.history_plot:
+                raise bt.BattleDataError("--by-category prints tables only; use --category NAME "
+                                         "for one category's plots or style control")
+            return _by_category_main(args, battles)
         if args.style_control:
             if args.anchor or args.history_plot:
                 raise bt.BattleDataError("--style-control does not take --anchor or "
@@ -241,7 +302,7 @@ def main(args: argparse.Namespace) -> int:
             return _style_main(args, battles)
         ratings = bt.fit(battles, method=args.method, rounds=args.bootstrap, seed=args.seed,
                          anchor=args.anchor, **_prior_options(args))
-    except (bt.BattleDataError, ValueError) as exc:
+    except (bt.BattleDataError, ValueError, FileNotFoundError) as exc:
         print(f"arena-stream leaderboard: error: {exc}", file=sys.stderr)
         return 2
     rows = ratings.rows()
