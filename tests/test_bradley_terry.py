@@ -288,8 +288,10 @@ def test_battles_from_judgments() -> None:
     df = bt.battles_from_judgments([judgment("a", "b", "model_a", 5.0),
                                     judgment("b", "a", "tie", 6.0)])
     assert df.to_dicts() == [
-        {"model_a": "a", "model_b": "b", "winner": "model_a", "ts": 5.0, "category": None},
-        {"model_a": "b", "model_b": "a", "winner": "tie", "ts": 6.0, "category": None},
+        {"model_a": "a", "model_b": "b", "winner": "model_a", "ts": 5.0, "category": None,
+         "prompt_id": "p"},
+        {"model_a": "b", "model_b": "a", "winner": "tie", "ts": 6.0, "category": None,
+         "prompt_id": "p"},
     ]
     assert bt.battles_from_judgments([]).height == 0
 
@@ -380,3 +382,57 @@ def test_cli_flags_provisional_rows_in_table_json_and_csv(cli, tmp_path: Path, c
     assert table["x"]["provisional"] == "1" and table["x"]["open_side"] == "upper"
     with pytest.raises(SystemExit):
         cli(["leaderboard", "--battles", str(path), "--prior-ties", "-1"])
+
+
+# --- ties -------------------------------------------------------------------
+
+
+def test_davidson_two_models_is_the_closed_form() -> None:
+    """Two models, w wins, l losses, t ties: d = log(w / l), nu = t / sqrt(w l)."""
+    w, lost, t = 30, 10, 20
+    battles = frame([("a", "b", "model_a")] * w + [("a", "b", "model_b")] * lost
+                    + [("b", "a", "tie")] * t)
+    r = bt.fit(battles, method="sandwich", tie_model="davidson", prior_ties=0)
+    rating = dict(zip(r.models, r.rating, strict=True))
+    assert rating["a"] - rating["b"] == pytest.approx(bt.ALPHA * math.log(w / lost), abs=1e-4)
+    assert r.ties is not None
+    assert r.ties["nu"] == pytest.approx(t / math.sqrt(w * lost), rel=1e-6)
+    assert r.ties["nu_lower"] < r.ties["nu"] < r.ties["nu_upper"]
+    half = bt.fit(battles, method="sandwich", prior_ties=0)  # half-wins: 40 of 60 points
+    assert half.rating[0] - half.rating[1] == pytest.approx(bt.ALPHA * math.log(2), abs=1e-4)
+
+
+def test_davidson_recovers_the_odds_that_random_ties_dilute() -> None:
+    """Ties drawn at random (20%), decisive battles from Bradley-Terry: half-wins shrink every
+    difference towards zero; Davidson's ratings keep the odds of decisive battles."""
+    battles = synthetic(20_000, TRUE, seed=2, tie_rate=0.2)
+    centre = np.mean(list(TRUE.values()))
+    truth = np.array([TRUE[m] - centre + 1000 for m in sorted(TRUE)])
+    for method in ("sandwich", "bootstrap"):
+        dav = bt.fit(battles, method=method, rounds=40, tie_model="davidson")
+        half = bt.fit(battles, method="sandwich")
+        assert dav.models == sorted(TRUE)
+        assert np.abs(dav.rating - truth).max() < 15 < np.abs(half.rating - truth).max()
+        assert np.mean((dav.lower <= truth) & (truth <= dav.upper)) >= 0.75
+        assert dav.ties is not None and 0.18 < dav.ties["tie_probability_between_equals"] < 0.26
+
+
+def test_cli_exclude_ties_and_tie_model(cli, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "b.jsonl"
+    frame([("a", "b", "model_a")] * 30 + [("a", "b", "model_b")] * 10
+          + [("b", "a", "tie")] * 20 + [("a", "b", "tie (bothbad)")] * 5).write_ndjson(path)
+    assert cli(["leaderboard", "--battles", str(path), "--exclude-ties", "--json",
+                "--method", "sandwich", "--prior-ties", "0"]) == 0
+    rows = by_model([types.SimpleNamespace(**r) for r in json.loads(capsys.readouterr().out)])
+    assert rows["a"].battles == 40
+    assert rows["a"].rating - rows["b"].rating == pytest.approx(LOG3, abs=1e-3)
+    assert cli(["leaderboard", "--battles", str(path), "--tie-model", "davidson", "--json",
+                "--method", "sandwich"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tie_model"] == "davidson" and out["ties"]["nu"] > 0
+    assert {r["model"] for r in out["rows"]} == {"a", "b"}
+    assert cli(["leaderboard", "--battles", str(path), "--tie-model", "davidson"]) == 0
+    assert "tie propensity nu" in capsys.readouterr().out
+    assert cli(["leaderboard", "--battles", str(path), "--tie-model", "davidson",
+                "--exclude-ties"]) == 2
+    assert "leaves no ties" in capsys.readouterr().err

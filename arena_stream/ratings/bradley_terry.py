@@ -6,7 +6,9 @@ likelihood on every battle at once, as LMArena and the Arena Learning paper
 do. Conventions (they match LMArena's ``arena-rank`` package):
 
 * ``P(a beats b) = 1 / (1 + 10 ** ((R_b - R_a) / 400))``; a tie (``tie`` or
-  ``tie (bothbad)``) counts as half a win and half a loss.
+  ``tie (bothbad)``) counts as half a win and half a loss. Alternatives:
+  ``tie_model="davidson"`` (ties as a third outcome, :mod:`arena_stream.ratings.ties`)
+  or dropping ties before fitting (``leaderboard --exclude-ties``).
 * Without an anchor the ratings are centred so that their *mean* is 1000:
   an average model sits at 1000 whatever the set of models.
 * With ``anchor=(model, rating)`` every rating, and every bootstrap sample,
@@ -83,6 +85,7 @@ WINNER_OUTCOME: dict[str, float] = {
 REQUIRED_COLUMNS = ("model_a", "model_b", "winner")
 
 Method = Literal["bootstrap", "sandwich"]
+TieModel = Literal["half", "davidson"]
 
 
 class BattleDataError(ValueError):
@@ -386,6 +389,8 @@ class Ratings:
     unbounded: tuple[str, ...] = ()  # models with no finite MLE (never lost / never won)
     notes: dict[str, str] | None = None  # provisional models -> why
     open_sides: dict[str, str] | None = None  # unbounded models -> "upper" / "lower" / "both"
+    tie_model: str = "half"
+    ties: dict[str, float] | None = None  # Davidson's tie parameter and its interval
 
     @property
     def provisional(self) -> tuple[str, ...]:
@@ -422,6 +427,7 @@ def fit(
     confidence: float = 0.95,
     prior_ties: float = PRIOR_TIES,
     min_battles: int = MIN_BATTLES,
+    tie_model: TieModel = "half",
 ) -> Ratings:
     """Fit Bradley-Terry and compute intervals; see the module docstring for conventions.
 
@@ -433,7 +439,8 @@ def fit(
     """
     c = collapse(_validate(battles, "battles"))
     return fit_collapsed(c, method=method, rounds=rounds, seed=seed, anchor=anchor,
-                         confidence=confidence, prior_ties=prior_ties, min_battles=min_battles)
+                         confidence=confidence, prior_ties=prior_ties, min_battles=min_battles,
+                         tie_model=tie_model)
 
 
 def fit_collapsed(
@@ -446,12 +453,19 @@ def fit_collapsed(
     confidence: float = 0.95,
     prior_ties: float = PRIOR_TIES,
     min_battles: int = MIN_BATTLES,
+    tie_model: TieModel = "half",
 ) -> Ratings:
     """:func:`fit` on battles already collapsed into counted cells (the stream's snapshots)."""
     if method not in ("bootstrap", "sandwich"):
         raise ValueError(f"unknown method {method!r}; use 'bootstrap' or 'sandwich'")
+    if tie_model not in ("half", "davidson"):
+        raise ValueError(f"unknown tie model {tie_model!r}; use 'half' or 'davidson'")
     if c.n_models < 2:
         raise BattleDataError("need battles between at least two different models")
+    if tie_model == "davidson":
+        return _fit_davidson(c, method=method, rounds=rounds, seed=seed, anchor=anchor,
+                             confidence=confidence, prior_ties=prior_ties,
+                             min_battles=min_battles)
     theta = _fit(c, c.count, ties=prior_ties)
     models = c.models
     if anchor is not None and anchor[0] not in models:
@@ -497,6 +511,56 @@ def fit_collapsed(
     )
 
 
+def _fit_davidson(
+    c: Collapsed, *, method: Method, rounds: int, seed: int,
+    anchor: tuple[str, float] | None, confidence: float, prior_ties: float, min_battles: int,
+) -> Ratings:
+    """:func:`fit_collapsed` with Davidson's tie model (:mod:`arena_stream.ratings.ties`).
+
+    Provisional rows are flagged as with half-wins, but keep the sandwich or
+    bootstrap interval: the profile intervals are those of the half-win model.
+    """
+    from arena_stream.ratings import ties as dv
+
+    models = c.models
+    if anchor is not None and anchor[0] not in models:
+        raise ValueError(f"anchor model {anchor[0]!r} has no battles")
+    anchor_index = None if anchor is None else models.index(anchor[0])
+    v = _contrasts(c.n_models, anchor_index)
+    offset = INIT_RATING if anchor is None else anchor[1]
+    args = (c.a, c.b, c.outcome)
+    point = dv.fit_davidson(*args, c.count, c.n_models, ties=prior_ties)
+    rating = ALPHA * (v @ point.theta) + offset
+    z = dv.z_value(confidence)
+    cov = dv.sandwich_cov(point, *args, c.count, c.n_models, ties=prior_ties)
+    nu_half = z * float(np.sqrt(max(cov[-1, -1], 0.0)))
+    samples: np.ndarray | None = None
+    if method == "sandwich":
+        vv = np.hstack([v, np.zeros((c.n_models, 1))])
+        half = z * ALPHA * np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", vv, cov, vv), 0.0))
+        lower, upper = rating - half, rating + half
+    else:
+        if rounds < 2:
+            raise ValueError("bootstrap needs at least 2 rounds")
+        rng = np.random.default_rng(seed)
+        draws = rng.multinomial(round(c.total), c.count / c.count.sum(), size=rounds)
+        fits = [dv.fit_davidson(*args, d.astype(np.float64), c.n_models, ties=prior_ties,
+                                start=point) for d in draws]
+        samples = ALPHA * (np.stack([f.theta for f in fits]) @ v.T) + offset
+        tail = (1.0 - confidence) / 2.0
+        lower = np.quantile(samples, tail, axis=0)
+        upper = np.quantile(samples, 1.0 - tail, axis=0)
+        nus = np.array([f.log_nu for f in fits])
+        nu_half = float(np.quantile(np.abs(nus - point.log_nu), confidence))
+    sides = _open_sides(c)
+    return Ratings(
+        models=models, rating=rating, lower=lower, upper=upper, battles=c.battles,
+        method=method, samples=samples, unbounded=tuple(sides),
+        notes=_provisional(c, sides, min_battles), open_sides=sides, tie_model="davidson",
+        ties=dv.tie_summary(point.log_nu, nu_half, confidence),
+    )
+
+
 def leaderboard(
     battles: pl.DataFrame,
     *,
@@ -506,10 +570,11 @@ def leaderboard(
     anchor: tuple[str, float] | None = None,
     prior_ties: float = PRIOR_TIES,
     min_battles: int = MIN_BATTLES,
+    tie_model: TieModel = "half",
 ) -> list[LeaderboardRow]:
     """Leaderboard rows, best first; ``rank`` is LMArena's interval-overlap rank."""
     return fit(battles, method=method, rounds=rounds, seed=seed, anchor=anchor,
-               prior_ties=prior_ties, min_battles=min_battles).rows()
+               prior_ties=prior_ties, min_battles=min_battles, tie_model=tie_model).rows()
 
 
 def rating_history(

@@ -92,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     fmt.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    ties = parser.add_argument_group("ties")
+    ties.add_argument("--exclude-ties", action="store_true",
+                      help="drop tied battles (tie, tie (bothbad)) before fitting")
+    ties.add_argument("--tie-model", choices=("half", "davidson"), default="half",
+                      help="half: a tie is half a win (LMArena's default); davidson: ties as a "
+                           "third outcome with an estimated tie propensity")
     views = parser.add_argument_group("categories and hard prompts")
     views.add_argument("--category", metavar="NAME",
                        help="only battles on prompts of this category")
@@ -167,9 +173,15 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _select(args: argparse.Namespace, battles: Any) -> Any:
-    """``--testset`` joined in, then ``--category`` and ``--hard`` applied."""
+    """``--exclude-ties``, ``--testset`` joined in, then ``--category`` and ``--hard``."""
+    import polars as pl
+
     from arena_stream.ratings import categories as cat
 
+    if args.exclude_ties:
+        if args.tie_model != "half":
+            raise cat.BattleDataError("--exclude-ties leaves no ties for --tie-model to model")
+        battles = battles.filter(pl.col("winner").is_in(["model_a", "model_b"]))
     if args.testset:
         battles = cat.attach_prompt_info(battles, cat.read_prompt_info(args.testset))
     if args.category is not None:
@@ -192,7 +204,7 @@ def _by_category_main(args: argparse.Namespace, battles: Any) -> int:
 
     def fit_rows(part: Any) -> list[Any]:
         return bt.fit(part, method=args.method, rounds=args.bootstrap, seed=args.seed,
-                      anchor=args.anchor if args.anchor else None,
+                      anchor=args.anchor, tie_model=args.tie_model,
                       **_prior_options(args)).rows()
 
     try:
@@ -301,7 +313,7 @@ def main(args: argparse.Namespace) -> int:
                                          "--history-plot")
             return _style_main(args, battles)
         ratings = bt.fit(battles, method=args.method, rounds=args.bootstrap, seed=args.seed,
-                         anchor=args.anchor, **_prior_options(args))
+                         anchor=args.anchor, tie_model=args.tie_model, **_prior_options(args))
     except (bt.BattleDataError, ValueError, FileNotFoundError) as exc:
         print(f"arena-stream leaderboard: error: {exc}", file=sys.stderr)
         return 2
@@ -312,7 +324,11 @@ def main(args: argparse.Namespace) -> int:
               "keeps it finite", file=sys.stderr)
 
     if args.json:
-        json.dump([msgspec.to_builtins(r) for r in rows], sys.stdout, indent=2)
+        listed = [msgspec.to_builtins(r) for r in rows]
+        # Davidson's fit has a tie parameter too: then an object, {"tie_model", "ties", "rows"}
+        out: Any = listed if ratings.ties is None else {
+            "tie_model": ratings.tie_model, "ties": ratings.ties, "rows": listed}
+        json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif args.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -324,7 +340,16 @@ def main(args: argparse.Namespace) -> int:
                              r.note])
     else:
         what = f"{args.bootstrap} bootstrap rounds" if args.method == "bootstrap" else "sandwich"
+        if args.tie_model == "davidson":
+            what += ", Davidson ties"
+        elif args.exclude_ties:
+            what += ", ties excluded"
         _print_table(rows, f"Bradley-Terry leaderboard, {battles.height} battles, {what}")
+        if ratings.ties is not None:
+            t = ratings.ties
+            print(f"tie propensity nu = {t['nu']:.3f} [{t['nu_lower']:.3f} .. "
+                  f"{t['nu_upper']:.3f}]; two equal models tie with probability "
+                  f"{t['tie_probability_between_equals']:.1%}")
 
     if args.plot:
         from arena_stream.cli.plots import plot_leaderboard
