@@ -143,8 +143,10 @@ def test_one_model_wins_all_of_twenty_battles_finite_and_honest() -> None:
     """
     battles = frame([("x", "y", "model_a")] * 7 + [("z", "x", "model_b")] * 7
                     + [("y", "z", "model_a")] * 3 + [("y", "z", "model_b")] * 3)
-    for method in ("sandwich", "bootstrap"):
-        rows = by_model(bt.leaderboard(battles, method=method, rounds=50))
+    for method, tie_model in (("sandwich", "half"), ("bootstrap", "half"),
+                              ("sandwich", "davidson"), ("bootstrap", "davidson")):
+        rows = by_model(bt.leaderboard(battles, method=method, rounds=50,  # type: ignore[arg-type]
+                                       tie_model=tie_model))  # type: ignore[arg-type]
         x, y = rows["x"], rows["y"]
         assert all(math.isfinite(v) for r in rows.values() for v in (r.rating, r.lower, r.upper))
         assert x.provisional and x.open_side == "upper" and "never lost" in x.note

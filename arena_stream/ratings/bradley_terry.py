@@ -65,7 +65,7 @@ from scipy.sparse.csgraph import breadth_first_order, connected_components
 from scipy.special import expit
 from scipy.stats import norm
 
-from arena_stream.ratings.profile import profile_interval
+from arena_stream.ratings.profile import Smooth, profile_interval
 from arena_stream.ratings.solver import Cells, gradient_and_hessian, newton
 from arena_stream.schemas.events import Judgment, LeaderboardRow
 
@@ -492,10 +492,11 @@ def fit_collapsed(
         upper = np.quantile(samples, 1.0 - tail, axis=0)
     sides = _open_sides(c)
     notes = _provisional(c, sides, min_battles)
+    smooth = Smooth.bradley_terry(c.cells, c.count, ties=prior_ties,
+                                  ridge=_ridge(prior_ties, c.total))
     for i, m in enumerate(models):
         if m in notes and i != anchor_index:
-            lo, hi = profile_interval(c.cells, c.count, theta, v[i], ties=prior_ties,
-                                      ridge=_ridge(prior_ties, c.total), confidence=confidence)
+            lo, hi = profile_interval(smooth, theta, v[i], confidence=confidence)
             lower[i], upper[i] = ALPHA * lo + offset, ALPHA * hi + offset
     return Ratings(
         models=models,
@@ -517,8 +518,8 @@ def _fit_davidson(
 ) -> Ratings:
     """:func:`fit_collapsed` with Davidson's tie model (:mod:`arena_stream.ratings.ties`).
 
-    Provisional rows are flagged as with half-wins, but keep the sandwich or
-    bootstrap interval: the profile intervals are those of the half-win model.
+    Provisional rows get profile intervals of Davidson's likelihood (the tie
+    propensity profiled out with the other strengths), as with half-wins.
     """
     from arena_stream.ratings import ties as dv
 
@@ -553,10 +554,17 @@ def _fit_davidson(
         nus = np.array([f.log_nu for f in fits])
         nu_half = float(np.quantile(np.abs(nus - point.log_nu), confidence))
     sides = _open_sides(c)
+    notes = _provisional(c, sides, min_battles)
+    smooth = dv.smooth(*args, c.count, c.n_models, ties=prior_ties)
+    x_hat = np.append(point.theta, point.log_nu)
+    for i, m in enumerate(models):
+        if m in notes and i != anchor_index:
+            lo, hi = profile_interval(smooth, x_hat, np.append(v[i], 0.0), confidence=confidence)
+            lower[i], upper[i] = ALPHA * lo + offset, ALPHA * hi + offset
     return Ratings(
         models=models, rating=rating, lower=lower, upper=upper, battles=c.battles,
         method=method, samples=samples, unbounded=tuple(sides),
-        notes=_provisional(c, sides, min_battles), open_sides=sides, tie_model="davidson",
+        notes=notes, open_sides=sides, tie_model="davidson",
         ties=dv.tie_summary(point.log_nu, nu_half, confidence),
     )
 

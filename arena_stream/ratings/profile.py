@@ -19,6 +19,9 @@ interval says so by being very wide on that side.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import chi2
@@ -29,75 +32,82 @@ from arena_stream.ratings.solver import Cells, gradient_and_hessian, objective
 MAX_REACH = 40.0
 
 
-def _constrained_min(
-    cells: Cells,
-    weight: np.ndarray,
-    v: np.ndarray,
-    start: np.ndarray,
-    *,
-    ties: float,
-    ridge: float,
-) -> tuple[float, np.ndarray]:
-    """Minimise the objective over ``theta`` with ``v . theta`` fixed at ``v . start``.
+@dataclass(frozen=True)
+class Smooth:
+    """A smooth convex objective of a parameter vector: its value, gradient and Hessian."""
+
+    value: Callable[[np.ndarray], float]
+    gradient_and_hessian: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def bradley_terry(cls, cells: Cells, weight: np.ndarray, *, ties: float,
+                      ridge: float) -> Smooth:
+        """The half-win Bradley-Terry objective of :mod:`arena_stream.ratings.solver`."""
+        w = weight[None, :]
+
+        def value(x: np.ndarray) -> float:
+            return float(objective(cells, w, x[None, :], ties=ties, ridge=ridge)[0])
+
+        def grad_hess(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            g, h = gradient_and_hessian(cells, w, x[None, :], ties=ties, ridge=ridge)
+            return g[0], h[0]
+
+        return cls(value, grad_hess)
+
+
+def _constrained_min(f: Smooth, v: np.ndarray, start: np.ndarray) -> tuple[float, np.ndarray]:
+    """Minimise ``f`` with ``v . x`` fixed at ``v . start``.
 
     Newton on the KKT system ``[[H, v], [v', 0]]``: every step keeps the
     constraint, and Armijo backtracking keeps the objective falling.
     """
-    n = cells.n
-    theta = start.copy()
-    w = weight[None, :]
-    value = float(objective(cells, w, theta[None, :], ties=ties, ridge=ridge)[0])
+    n = len(start)
+    x = start.copy()
+    value = f.value(x)
     kkt = np.zeros((n + 1, n + 1))
     kkt[:n, n] = v
     kkt[n, :n] = v
     rhs = np.zeros(n + 1)
     for _ in range(100):
-        grad, hess = gradient_and_hessian(cells, w, theta[None, :], ties=ties, ridge=ridge)
-        kkt[:n, :n] = hess[0]
-        rhs[:n] = -grad[0]
+        grad, hess = f.gradient_and_hessian(x)
+        kkt[:n, :n] = hess
+        rhs[:n] = -grad
         step = np.linalg.solve(kkt, rhs)[:n]
-        slope = float(grad[0] @ step)
+        slope = float(grad @ step)
         scale = 1.0
         for _halving in range(60):
-            trial = theta + scale * step
-            trial_value = float(objective(cells, w, trial[None, :], ties=ties, ridge=ridge)[0])
+            trial = x + scale * step
+            trial_value = f.value(trial)
             if trial_value <= value + 0.25 * scale * slope or -slope < 1e-12:
                 break
             scale *= 0.5
-        theta, value = trial, trial_value
+        x, value = trial, trial_value
         if float(np.abs(scale * step).max()) < 1e-9:
             break
-    return value, theta
+    return value, x
 
 
 def profile_interval(
-    cells: Cells,
-    weight: np.ndarray,
-    theta: np.ndarray,
-    v: np.ndarray,
-    *,
-    ties: float,
-    ridge: float,
-    confidence: float = 0.95,
+    f: Smooth, x_hat: np.ndarray, v: np.ndarray, *, confidence: float = 0.95
 ) -> tuple[float, float]:
-    """Lower and upper ends of the profile interval for ``v . theta`` (natural units).
+    """Lower and upper ends of the profile interval for ``v . x`` (natural units).
 
-    ``theta`` is the unconstrained optimum. Each side is bracketed by steps
+    ``x_hat`` is the unconstrained optimum. Each side is bracketed by steps
     that double from half a unit (about 87 rating points), then located by
     Brent's method to 1e-6 units.
     """
-    best = float(objective(cells, weight[None, :], theta[None, :], ties=ties, ridge=ridge)[0])
-    centre = float(v @ theta)
+    best = f.value(x_hat)
+    centre = float(v @ x_hat)
     critical = float(chi2.ppf(confidence, 1))
     direction = v / float(v @ v)
     ends: list[float] = []
     for sign in (-1.0, 1.0):
-        warm = [theta.copy()]  # the last constrained optimum: a close start for the next
+        warm = [x_hat.copy()]  # the last constrained optimum: a close start for the next
 
         def excess(reach: float, sign: float = sign, warm: list[np.ndarray] = warm) -> float:
             t = centre + sign * reach
             start = warm[0] + (t - float(v @ warm[0])) * direction
-            value, solved = _constrained_min(cells, weight, v, start, ties=ties, ridge=ridge)
+            value, solved = _constrained_min(f, v, start)
             warm[0] = solved
             return 2.0 * (value - best) - critical
 

@@ -24,7 +24,8 @@ weak model as exactly the evidence of one win for each. Two other choices:
 Fitted by Newton's method on the collapsed cells with the same weak prior on
 the strengths as every other fit (one virtual tie against an average model,
 ``log(2 cosh(theta/2))``); intervals are the sandwich or the bootstrap
-(multinomial redraws of the cell counts, each refitted from the estimate).
+(multinomial redraws of the cell counts, each refitted from the estimate), and
+profile-likelihood intervals for provisional models, as with half-wins.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
+from arena_stream.ratings.profile import Smooth
 from arena_stream.ratings.solver import _prior_terms
 
 
@@ -90,6 +92,31 @@ def _assemble(n, a, b, w_d, w_k, h_dd, h_kk, h_dk):
     return grad, hess
 
 
+def _grad_hess(theta, log_nu, a, b, outcome, count, n, ties, no_ties: bool):
+    g_d, g_k, h_dd, h_kk, h_dk = _per_cell(theta, log_nu, a, b, outcome)
+    grad, hess = _assemble(n, a, b, count * g_d, count * g_k, count * h_dd, count * h_kk,
+                           count * h_dk)
+    if ties:
+        _, g_p, h_p = _prior_terms(theta, ties)
+        grad[:n] += g_p
+        hess[np.arange(n), np.arange(n)] += h_p
+    else:
+        hess[:n, :n] += 1e-10 * float(count.sum())  # pins only the common shift
+    if no_ties:  # no tie at all: nu -> 0; hold kappa where it is
+        grad[n], hess[n, :n], hess[:n, n], hess[n, n] = 0.0, 0.0, 0.0, 1.0
+    return grad, hess
+
+
+def smooth(a, b, outcome, count, n: int, *, ties: float) -> Smooth:
+    """Davidson's objective over ``[theta, kappa]`` for profile intervals."""
+    no_ties = not bool((count[outcome == 0.5] > 0).any())
+    return Smooth(
+        value=lambda x: _objective(x[:n], float(x[n]), a, b, outcome, count, ties),
+        gradient_and_hessian=lambda x: _grad_hess(x[:n], float(x[n]), a, b, outcome, count, n,
+                                                  ties, no_ties),
+    )
+
+
 def fit_davidson(
     a: np.ndarray, b: np.ndarray, outcome: np.ndarray, count: np.ndarray, n: int, *,
     ties: float, start: DavidsonFit | None = None, tol: float = 1e-10,
@@ -102,17 +129,7 @@ def fit_davidson(
               if start is None else start.log_nu)
     value = _objective(theta, log_nu, a, b, outcome, count, ties)
     for _ in range(100):
-        g_d, g_k, h_dd, h_kk, h_dk = _per_cell(theta, log_nu, a, b, outcome)
-        grad, hess = _assemble(n, a, b, count * g_d, count * g_k, count * h_dd, count * h_kk,
-                               count * h_dk)
-        if ties:
-            _, g_p, h_p = _prior_terms(theta, ties)
-            grad[:n] += g_p
-            hess[np.arange(n), np.arange(n)] += h_p
-        else:
-            hess[:n, :n] += 1e-10 * float(count.sum())  # pins only the common shift
-        if tie_share == 0.0:  # no tie at all: nu -> 0; hold kappa where it is
-            grad[n], hess[n, :n], hess[:n, n], hess[n, n] = 0.0, 0.0, 0.0, 1.0
+        grad, hess = _grad_hess(theta, log_nu, a, b, outcome, count, n, ties, tie_share == 0.0)
         step = np.linalg.solve(hess, grad)
         decrement = float(grad @ step)
         scale = 1.0
