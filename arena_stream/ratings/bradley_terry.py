@@ -27,8 +27,8 @@ Every fit is Newton's method on the cells (:mod:`arena_stream.ratings.solver`),
 and all bootstrap rounds are solved together, warm-started from the point
 estimate: three or four batched iterations in all, where L-BFGS needed a dozen
 function evaluations per round (``bench/bench_leaderboard.py``: 100 rounds on
-a million battles in about a quarter of a second, more than 20 times faster
-than FastChat's ``compute_bootstrap_bt`` on two processes).
+a million battles in 0.25-0.35 s, 14 to 31 times faster than FastChat's
+``compute_bootstrap_bt`` on two processes in the same run; BENCHMARKS.md).
 
 Little data and separation. A model that won (or lost) every battle has no
 finite maximum-likelihood rating, and a dozen battles make any interval built
@@ -46,7 +46,8 @@ component of the "beats or ties" graph (Zermelo's condition for the maximum
 likelihood to exist; :attr:`Ratings.unbounded`). Its interval is then the
 profile-likelihood interval (:mod:`arena_stream.ratings.profile`), whatever
 the method asked for: skewed where the data are, very wide on the side only
-the prior bounds. Rows say so (``LeaderboardRow.provisional`` and ``note``).
+the prior bounds. Rows say so (``LeaderboardRow.provisional``, ``note`` and
+``open_side``).
 """
 
 from __future__ import annotations
@@ -275,7 +276,8 @@ def _fit(
     """Penalised maximum-likelihood log-strengths for one or many sets of cell counts.
 
     ``count`` is (R,) or (B, R) (bootstrap rounds, solved together); the
-    result has the same leading shape, each row centred on mean zero.
+    result has the same leading shape. Not centred: the prior (or, without
+    one, the ridge) fixes the common level; shown ratings use contrasts.
     """
     counts = np.atleast_2d(count)
     cells = c.cells
