@@ -210,6 +210,9 @@ def test_cli_style_control_from_a_battles_file(cli, tmp_path: Path, capsys) -> N
     row = data["ratings"][0]
     assert set(row) >= {"model", "rating", "lower", "upper", "raw_rating", "raw_rank",
                         "rank_change", "battles", "provisional"}
+    assert cli(["leaderboard", "--battles", str(path), "--style-control", "--tie-model",
+                "davidson"]) == 2
+    assert "does not take" in capsys.readouterr().err
     plain = tmp_path / "plain.jsonl"
     generate(50, seed=4).select("model_a", "model_b", "winner").write_ndjson(plain)
     assert cli(["leaderboard", "--battles", str(plain), "--style-control"]) == 2

@@ -308,9 +308,10 @@ def main(args: argparse.Namespace) -> int:
                                          "for one category's plots or style control")
             return _by_category_main(args, battles)
         if args.style_control:
-            if args.anchor or args.history_plot:
-                raise bt.BattleDataError("--style-control does not take --anchor or "
-                                         "--history-plot")
+            if args.anchor or args.history_plot or args.tie_model != "half":
+                raise bt.BattleDataError("--style-control does not take --anchor, "
+                                         "--history-plot or --tie-model (LMArena's contextual "
+                                         "model counts a tie as half a win)")
             return _style_main(args, battles)
         ratings = bt.fit(battles, method=args.method, rounds=args.bootstrap, seed=args.seed,
                          anchor=args.anchor, tie_model=args.tie_model, **_prior_options(args))
