@@ -197,7 +197,10 @@ def cli(monkeypatch: pytest.MonkeyPatch):
 def test_cli_style_control_from_a_battles_file(cli, tmp_path: Path, capsys) -> None:
     path = tmp_path / "lm.jsonl"
     generate(3000, seed=4, length_effect=1.5).write_ndjson(path)
-    assert cli(["leaderboard", "--battles", str(path), "--style-control"]) == 0
+    plot = tmp_path / "style.png"
+    assert cli(["leaderboard", "--battles", str(path), "--style-control", "--plot",
+                str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "Style-controlled leaderboard, 3000 battles" in out
     assert "answer tokens" in out and "raw rank" in out

@@ -45,6 +45,7 @@ from arena_stream.ratings.style import (
     counts_from_conv_metadata,
     style_counts,
 )
+from arena_stream.schemas.events import LeaderboardRow
 
 REG = 1.0  # arena-rank ContextualBradleyTerry's default
 MIN_PAIR_COUNT = 50  # arena-rank ContextualPairDataset's default
@@ -187,6 +188,17 @@ class StyleRatings:
                 "provisional": self.models[i] in self.provisional,
             })
         return out
+
+    def rows(self) -> list[LeaderboardRow]:
+        """The style-controlled ratings as leaderboard rows (for plots), best first."""
+        rank = self.ranks(self.lower, self.upper)
+        return [
+            LeaderboardRow(model=self.models[i], rating=float(self.rating[i]),
+                           lower=float(self.lower[i]), upper=float(self.upper[i]),
+                           battles=int(self.battles[i]), rank=int(rank[i]),
+                           provisional=self.models[i] in self.provisional)
+            for i in np.argsort(-self.rating, kind="stable")
+        ]
 
     def coefficients(self) -> list[dict[str, object]]:
         """Each style coefficient with its interval, also in rating points."""

@@ -239,13 +239,8 @@ def _style_main(args: argparse.Namespace, battles: Any) -> int:
                 pair_weights=not args.no_pair_weights, fmt=fmt)
     if args.plot:
         from arena_stream.cli.plots import plot_leaderboard
-        from arena_stream.schemas.events import LeaderboardRow
 
-        rows = [LeaderboardRow(model=str(r["model"]), rating=float(r["rating"]),  # type: ignore[arg-type]
-                               lower=float(r["lower"]), upper=float(r["upper"]),  # type: ignore[arg-type]
-                               battles=int(r["battles"]), rank=int(r["rank"]),  # type: ignore[call-overload]
-                               provisional=bool(r["provisional"]))
-                for r in result.table()]
+        rows = result.rows()
         plot_leaderboard(rows, args.plot,
                          title=f"Style-controlled leaderboard ({battles.height} battles)")
     return 0
