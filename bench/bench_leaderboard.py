@@ -13,7 +13,9 @@ process so that ratios are comparable:
   frame per round, so only ``--legacy-rounds`` rounds are timed and the
   100-round figure is extrapolated (and marked so).
 
-No FastChat code lives in this repository: point the options at a checkout.
+No FastChat code lives in this repository: point the options at a checkout
+(only ``fastchat/serve/monitor/rating_systems.py`` is needed under
+``--fastchat-path``; it imports numpy, scipy, pandas and tqdm).
 Ties are drawn so that a tie is worth exactly the Bradley-Terry expected
 score, which keeps the truth recoverable when ties count as half.
 
@@ -139,22 +141,35 @@ def main() -> int:
         spread = ", ".join(f"{t:.2f}" for t in times)
         print(f"{impl:>22} {task:<22} median {median:8.3f} s  [{spread}] {note}", flush=True)
 
-    # --- ours
-    def ours_point() -> dict[str, float]:
+    # --- ours. The other implementations fit plain maximum likelihood, so the
+    # comparisons use ours with prior_ties=0 (the same estimator); the default weak
+    # prior (one virtual tie per model) is timed and compared as well.
+    def ours_point(ties: float) -> dict[str, float]:
         c = bt.collapse(battles)
-        return as_map(c.models, bt.ALPHA * bt._fit(c, c.count) + bt.INIT_RATING)
+        theta = bt._fit(c, c.count, ties=ties)
+        return as_map(c.models, bt.ALPHA * (theta - theta.mean()) + bt.INIT_RATING)
 
-    med, ts, point = timed(ours_point, args.runs)
-    record("ours", "point fit", med, ts)
+    med, ts, point = timed(lambda: ours_point(0.0), args.runs)
+    record("ours", "point fit", med, ts, "prior_ties=0, as the others")
     ratings["ours"] = point
-    med, ts, res = timed(lambda: bt.fit(battles, method="sandwich"), args.runs)
-    record("ours", "sandwich CI", med, ts)
+    med, ts, point = timed(lambda: ours_point(bt.PRIOR_TIES), args.runs)
+    record("ours (default)", "point fit", med, ts, "weak prior")
+    ratings["ours, default weak prior"] = point
+    med, ts, res = timed(lambda: bt.fit(battles, method="sandwich", prior_ties=0.0), args.runs)
+    record("ours", "sandwich CI", med, ts, "prior_ties=0")
     widths["ours sandwich"] = float(np.mean(res.upper - res.lower))
+    med, ts, res = timed(
+        lambda: bt.fit(battles, method="bootstrap", rounds=args.rounds, seed=args.seed,
+                       prior_ties=0.0),
+        args.runs,
+    )
+    record("ours", f"bootstrap {args.rounds}", med, ts, "prior_ties=0")
+    widths["ours bootstrap"] = float(np.mean(res.upper - res.lower))
     med, ts, res = timed(
         lambda: bt.fit(battles, method="bootstrap", rounds=args.rounds, seed=args.seed), args.runs
     )
-    record("ours", f"bootstrap {args.rounds}", med, ts)
-    widths["ours bootstrap"] = float(np.mean(res.upper - res.lower))
+    record("ours (default)", f"bootstrap {args.rounds}", med, ts, "weak prior")
+    widths["ours bootstrap, default weak prior"] = float(np.mean(res.upper - res.lower))
 
     # --- arena-rank
     if not args.skip_arena:
@@ -271,8 +286,14 @@ def render(
     ]
     for impl, task, med, runs, note in rows:
         key = ours_for.get(task, f"bootstrap {args.rounds}" if "bootstrap" in task else task)
-        ratio = f"{med / ours[key]:.1f}" if impl != "ours" and key in ours else ""
+        ratio = f"{med / ours[key]:.1f}" if not impl.startswith("ours") and key in ours else ""
         lines.append(f"| {impl} | {task} | {med:.3f} | {runs} | {ratio} | {note} |")
+    boot = f"bootstrap {args.rounds}"
+    fastchat = {task: med for impl, task, med, _, _ in rows if impl == "FastChat"}
+    if f"compute_bootstrap_bt {args.rounds}" in fastchat and boot in ours:
+        speedup = fastchat[f"compute_bootstrap_bt {args.rounds}"] / ours[boot]
+        lines += ["", f"Bootstrap speed-up over FastChat's `compute_bootstrap_bt`, same run: "
+                      f"**{speedup:.1f}x** (target: at least 10x)."]
     lines += [
         "",
         "| ratings compared with ours (point fit) | largest difference, rating points |",

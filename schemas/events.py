@@ -113,6 +113,24 @@ class Game(msgspec.Struct, kw_only=True):
     attempts: int = 1
 
 
+class StyleCounts(msgspec.Struct, kw_only=True):
+    """Length and markdown counts of both answers, for style control.
+
+    Computed by :func:`arena_stream.ratings.style.style_counts` with the
+    definitions of LMArena's ``conv_metadata`` (``sum_assistant_a_tokens``,
+    ``header_count_a``, ``bold_count_a``, ``list_count_a``, ...), summed.
+    """
+
+    tokens_a: int
+    tokens_b: int
+    headers_a: int
+    headers_b: int
+    bold_a: int
+    bold_b: int
+    lists_a: int
+    lists_b: int
+
+
 class Judgment(Event, kw_only=True):
     """The combined verdict of both games of a battle."""
 
@@ -136,6 +154,7 @@ class Judgment(Event, kw_only=True):
     category: str | None = None
     answer_a: str
     answer_b: str
+    style: StyleCounts | None = None  # for `leaderboard --style-control`; None: count the answers
 
 
 class RatingUpdate(Event, kw_only=True):
@@ -247,6 +266,13 @@ class LeaderboardRow(msgspec.Struct, kw_only=True):
     upper: float
     battles: int
     rank: int
+    # the rating rests on too few battles, or the data do not bound it (never lost / never
+    # won); its interval is then a profile-likelihood one, see arena_stream.ratings.bradley_terry
+    provisional: bool = False
+    note: str = ""  # why it is provisional, e.g. "14 battles (< 30)"
+    # "upper" / "lower" / "both": the data set no bound on that side (never lost / never
+    # won); the number shown there comes from the weak prior alone
+    open_side: str = ""
 
 
 class LeaderboardSnapshot(Event, kw_only=True):

@@ -42,15 +42,23 @@ def plot_leaderboard(
     """
     plt = _pyplot()
     ordered = sorted(rows, key=lambda r: r.rating)
-    names = [f"{r.rank}. {r.model}" for r in ordered]
-    ratings = [r.rating for r in ordered]
-    err = [
-        [max(r.rating - r.lower, 0.0) for r in ordered],
-        [max(r.upper - r.rating, 0.0) for r in ordered],
-    ]
+    names = [f"{r.rank}. {r.model}" + (" *" if r.provisional else "") for r in ordered]
     height = max(2.5, 0.35 * len(ordered) + 1.2)
     fig, ax = plt.subplots(figsize=(8, height))
-    ax.errorbar(ratings, range(len(ordered)), xerr=err, fmt="o", capsize=3, color="tab:blue")
+    # provisional ratings (few battles, or a side only the weak prior bounds) in grey
+    for provisional, colour in ((False, "tab:blue"), (True, "tab:gray")):
+        idx = [i for i, r in enumerate(ordered) if r.provisional == provisional]
+        if not idx:
+            continue
+        picked = [ordered[i] for i in idx]
+        err = [
+            [max(r.rating - r.lower, 0.0) for r in picked],
+            [max(r.upper - r.rating, 0.0) for r in picked],
+        ]
+        ax.errorbar([r.rating for r in picked], idx, xerr=err, fmt="o", capsize=3,
+                    color=colour, label="provisional *" if provisional else None)
+    if any(r.provisional for r in ordered):
+        ax.legend(loc="lower right", fontsize="small")
     ax.set_yticks(range(len(ordered)), names)
     ax.set_xlabel("rating (Bradley-Terry, Elo scale) with 95% interval")
     ax.grid(axis="x", alpha=0.3)
