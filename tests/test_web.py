@@ -367,9 +367,9 @@ async def test_page_flags_a_player_whose_battles_the_judge_dead_letters(make_con
                                                                        stub) -> None:
     if chromium_binary() is None:
         pytest.skip("no chromium binary on PATH (run scripts/ensure-chromium as root)")
-    from arena_stream.web.live import WebServer
     from arena_stream.kafka.io import producer, topic_name
     from arena_stream.streams.worker import prepare
+    from arena_stream.web.live import WebServer
     from tests.test_judge_health import dead
 
     config = make_config(stub.base_url, extra=WEB)
