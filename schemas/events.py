@@ -99,6 +99,8 @@ class Battle(Event, kw_only=True):
     answer_b: str
     target: str | None = None  # the target model's rated name when it plays
     of: int = 1  # how many battles this prompt formed: a reader knows when it has them all
+    tokens_a: int = 0  # completion tokens of each answer, as its server counted (0: unknown)
+    tokens_b: int = 0
 
 
 class Game(msgspec.Struct, kw_only=True):

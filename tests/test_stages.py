@@ -265,6 +265,7 @@ async def test_judge_once_per_battle_and_dead_letters_unreadable_verdicts(rec) -
         out = store.apply(await judge.judge(rec("battles", battle()), store, ctx))
         [verdict] = out.events("judgments")
         assert verdict.battle_id == "b-1" and verdict.winner == "model_b"
+        assert verdict.style is not None and verdict.style.tokens_b > verdict.style.tokens_a
         calls = len(stub.requests)
         again = await judge.judge(rec("battles", battle()), store, ctx)  # redelivered
         assert again.emits == [] and len(stub.requests) == calls

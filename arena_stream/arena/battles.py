@@ -65,6 +65,8 @@ def form_battles(
                 answer_b=b.answer,
                 target=target,
                 of=len(matched),
+                tokens_a=a.completion_tokens,
+                tokens_b=b.completion_tokens,
                 ts=now,
             )
         )

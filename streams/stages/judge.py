@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from arena_stream.judges.base import Judge, JudgeFailed
+from arena_stream.ratings.style import style_counts
 from arena_stream.schemas import Battle, decode
 from arena_stream.streams.stages.base import (
     Clock,
@@ -52,6 +53,13 @@ async def judge(record: Record, store: Store, ctx: JudgeContext) -> Outcome:
         out.dead(failure("judge", exc.reason, exc.message, record, ref=battle.id,
                          attempts=exc.attempts))
         return out
+    if verdict.style is None:  # length and markdown counts, for style-controlled ratings
+        known = battle.tokens_a > 0 and battle.tokens_b > 0
+        verdict.style = style_counts(
+            battle.answer_a, battle.answer_b,
+            tokens_a=battle.tokens_a if known else None,
+            tokens_b=battle.tokens_b if known else None,
+        )
     out.emit("judgments", battle.prompt_id, verdict)
     out.write(TABLE, battle.id, Judged(ts=ctx.now()))
     out.count("judgments")
