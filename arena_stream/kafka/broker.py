@@ -192,13 +192,23 @@ def faust_broker_credentials(config: Config) -> Any:
 
 @dataclass(frozen=True)
 class TopicPlan:
-    """How a topic should be laid out: its partitions, and whether it is a compacted log."""
+    """How a topic should be laid out: partitions, and how long the broker keeps records.
+
+    ``compacted``: the latest record per key is kept for ever (table changelogs: state
+    is rebuilt from them at every restart). ``keep``: every record is kept for ever
+    (logs that ratings, jobs and audits are recomputed from).
+    """
 
     partitions: int
     compacted: bool = False
+    keep: bool = False
 
     def configs(self) -> dict[str, str]:
-        return {"cleanup.policy": "compact"} if self.compacted else {}
+        if self.compacted:
+            return {"cleanup.policy": "compact"}
+        if self.keep:
+            return {"retention.ms": "-1", "retention.bytes": "-1"}
+        return {}
 
 
 async def ensure_topics(config: Config, topics: Mapping[str, int | TopicPlan]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from arena_stream.config import BrokerConfig
+from arena_stream.kafka.broker import TopicPlan
 
 
 @dataclass(frozen=True)
@@ -23,13 +24,18 @@ class TopicSpec:
     partitioned: bool  # True: config.broker.partitions; False: one partition
     doc: str
     key_doc: str = "prompt id"  # what the Kafka key is
+    # Kept for ever (retention.ms = -1): logs that state is rebuilt or audited from (the
+    # rating log, training buffers that jobs name by offset, versions). The others keep
+    # the cluster's default retention, which the user sets.
+    keep: bool = False
 
 
 def _topics() -> tuple[TopicSpec, ...]:
     from arena_stream.arena.kinds import KINDS
 
     buffers = tuple(
-        TopicSpec(k.topic, f"train.{k.name}", k.name, False, k.doc) for k in KINDS.values()
+        TopicSpec(k.topic, f"train.{k.name}", k.name, False, k.doc, keep=True)
+        for k in KINDS.values()
     )
     return (
         TopicSpec("prompts", "prompts", "prompt", True, "prompts published by users"),
@@ -43,8 +49,8 @@ def _topics() -> tuple[TopicSpec, ...]:
         TopicSpec("generations", "generations", "generation", True, "one per player and prompt"),
         TopicSpec("battles", "battles", "battle", True, "answer pairs waiting for the judge"),
         TopicSpec("judgments", "judgments", "judgment", False,
-                  "the judge's verdicts, the rating log"),
-        TopicSpec("ratings", "ratings", "rating", False, "every Elo change", "model"),
+                  "the judge's verdicts, the rating log", keep=True),
+        TopicSpec("ratings", "ratings", "rating", False, "every Elo change", "model", keep=True),
         TopicSpec(
             "leaderboard",
             "leaderboard",
@@ -55,8 +61,9 @@ def _topics() -> tuple[TopicSpec, ...]:
         ),
         *buffers,
         TopicSpec("jobs", "train.jobs", "job", False, "training jobs and their progress",
-                  "job id"),
-        TopicSpec("models", "models", "model", False, "trained model versions", "player name"),
+                  "job id", keep=True),
+        TopicSpec("models", "models", "model", False, "trained model versions", "player name",
+                  keep=True),
         TopicSpec(
             "deadletter",
             "deadletter",
@@ -98,13 +105,17 @@ class Topics:
     def partitions_of(self, key: str) -> int:
         return self.partitions if self.spec(key).partitioned else 1
 
-    def all(self) -> dict[str, int]:
-        """Every event topic this configuration needs, with its partition count.
+    def all(self) -> dict[str, TopicPlan]:
+        """Every event topic this configuration needs, with its layout.
 
         The worker's own internal topics (table changelogs) are laid out by the worker,
         named and configured by faust (:meth:`arena_stream.streams.app.Wiring.internal_topics`).
         """
-        return {self.prefix + s.suffix: (self.partitions if s.partitioned else 1) for s in TOPICS}
+        return {
+            self.prefix + s.suffix: TopicPlan(self.partitions if s.partitioned else 1,
+                                              keep=s.keep)
+            for s in TOPICS
+        }
 
 
 def changelog_topic(app_id: str, table: str) -> str:
