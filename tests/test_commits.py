@@ -159,3 +159,122 @@ def test_an_offset_no_record_has_becomes_a_gap_after_repeated_probes() -> None:
     rounds(guard, STUCK_CHECKS)
     assert len(consumer.sought) == GAP_PROBES
     assert sorted((iv.begin, iv.end) for iv in consumer._gap["t-0"]) == [(10, 12)]
+
+
+# -- issue 13: the guard on the code faust really runs -----------------------------------------
+
+
+def tiny_app() -> Any:
+    from arena_stream.config import loads
+    from arena_stream.streams.app import create_app
+    from tests.conftest import config_text
+
+    config = loads(config_text(bootstrap="127.0.0.1:1", url="http://127.0.0.1:1/v1",
+                               prefix="c.", app_id="commits-test"))
+    return create_app(config).app
+
+
+async def test_agents_iterate_on_the_python_stream_iterator_the_guard_patches() -> None:
+    """faust's compiled iterator inlines Message.ack: the guard would never see an ack."""
+    app = tiny_app()
+    stream = app.stream(app.topic("c.prompts"))
+    iterator = stream.__aiter__()
+    try:
+        assert iterator.ag_code.co_name == "_py_aiter"
+    finally:
+        await iterator.aclose()
+
+
+class SlowSends:
+    """A producer buffer whose sends each take longer than faust's 0.1 s flush patience."""
+
+    def __init__(self) -> None:
+        from faust.transport.producer import ProducerBuffer
+
+        self.buffer = ProducerBuffer()
+        self.buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))
+        self.buffer._started.set()  # as a started producer's buffer is
+        self.sent: list[int] = []
+
+    def put(self, n: int) -> None:
+        async def publish_message(fut: Any, wait: bool = False) -> None:
+            await asyncio.sleep(0.3)  # a slow broker, a full client buffer
+            self.sent.append(n)
+
+        channel = SimpleNamespace(publish_message=publish_message)
+        self.buffer.put(SimpleNamespace(message=SimpleNamespace(channel=channel)))  # type: ignore[arg-type]
+
+
+async def test_the_flush_before_a_commit_waits_for_every_buffered_table_write() -> None:
+    from arena_stream.kafka import commits
+
+    commits.install(tiny_app())  # patches faust's producer buffer, like any guarded app
+    slow = SlowSends()
+    for n in range(3):
+        slow.put(n)
+    drain = asyncio.ensure_future(type(slow.buffer)._handle_pending(slow.buffer))
+    try:
+        await asyncio.sleep(0.35)  # one send done, a lull longer than 0.1 s before the next
+        await slow.buffer.flush()
+        assert slow.buffer.size == 0 and slow.sent == [0, 1, 2]
+    finally:
+        drain.cancel()
+
+
+async def test_a_seek_in_the_middle_of_a_batch_redelivers_instead_of_losing() -> None:
+    """faust's own fetch loop (``_drain_messages``), fed two batches, with the guard seeking
+    back while the first is half through (a commit round runs while an agent takes a message).
+
+    Without the guard's batch filter the refetched records look older than the read offset
+    faust moved on to, and are dropped for good: the offset the seek was for never comes back.
+    """
+    from aiokafka.structs import ConsumerRecord
+    from faust.types import TP
+
+    from arena_stream.kafka import commits
+
+    app = tiny_app()
+    consumer = app.consumer
+    tp = TP("c.judgments", 0)
+    app.topics._acking_topics.add(tp.topic)
+    guard = commits.guard_of(consumer)
+    assert guard is not None
+
+    def batch(first: int, last: int) -> dict[Any, list[Any]]:
+        return {tp: [ConsumerRecord(tp.topic, 0, o, 0, 0, b"k", b"v", None, 1, 1, [])
+                     for o in range(first, last + 1)]}
+
+    batches = [batch(0, 9), batch(1, 9)]  # the seek to 1 makes the broker send 1.. again
+    stop = asyncio.Event()
+
+    async def next_records(timeout: float) -> tuple[Any, Any]:
+        if batches:
+            return batches.pop(0), {tp}
+        stop.set()
+        return None, None
+
+    async def seek(partition: Any, offset: int) -> None:
+        return None
+
+    seen: list[int] = []
+
+    async def callback(message: Any) -> None:
+        seen.append(message.offset)
+        if message.offset == 3 and len(seen) == 4:
+            await consumer.seek(tp, 1)  # what CommitGuard.heal does for a dropped offset 1
+            guard.sought(tp, 1)
+
+    consumer._wait_next_records = next_records  # type: ignore[method-assign]
+    consumer._seek = seek  # type: ignore[method-assign]
+    consumer.highwater = lambda partition: 10  # type: ignore[method-assign]
+    consumer.callback = callback
+    gaps: list[tuple[int, int]] = []
+
+    async def add_gap(partition: Any, start: int, end: int) -> None:
+        gaps.append((start, end))
+
+    consumer._add_gap = add_gap  # type: ignore[method-assign]
+    fetcher = SimpleNamespace(_stopped=stop)
+    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=10)
+    assert seen == [0, 1, 2, 3, *range(1, 10)]  # 4..9 of the first batch wait for the refetch
+    assert gaps == []

@@ -47,7 +47,7 @@ it is tied to faust-streaming 0.15 and checked by the fault tests.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import structlog
@@ -98,6 +98,11 @@ class CommitGuard:
         self.consumer = consumer
         self.partitions: dict[Any, _PartitionWatch] = {}
         self.stale_acks: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Seeks the guard made: a count per partition (records fetched before the latest
+        # seek of their partition are dropped, the seek fetches them again) and the read
+        # offset faust must resume from once the batch in progress is over.
+        self.seeks: dict[Any, int] = {}
+        self.resume_at: dict[Any, int] = {}
 
     def watch(self, tp: Any) -> _PartitionWatch:
         w = self.partitions.get(tp)
@@ -219,16 +224,56 @@ class CommitGuard:
             w.probe = offset
             w.highest = -1
             await consumer.seek(tp, offset)
+            self.sought(tp, offset)
+
+    def sought(self, tp: Any, offset: int) -> None:
+        """The guard moved ``tp`` back to ``offset``, possibly in the middle of a batch.
+
+        faust's fetch loop may be inside a batch fetched before the seek: its next
+        records for ``tp`` would look like a jump past ``offset`` (faust records the
+        jump as a log gap: real offsets marked done), and the record a message in
+        flight sets as read would make the refetched ``offset`` look old (dropped).
+        So those records are dropped (:func:`guarded_batch`; the seek fetches them
+        again) and the read offset is put back before the next batch.
+        """
+        self.seeks[tp] = self.seeks.get(tp, 0) + 1
+        self.resume_at[tp] = offset
+
+    def start_batch(self) -> dict[Any, int]:
+        """Called before faust fetches a batch: restore read offsets the guard moved."""
+        for tp, offset in self.resume_at.items():
+            self.consumer._read_offset[tp] = offset if offset else None
+        self.resume_at.clear()
+        return dict(self.seeks)
+
+
+async def guarded_batch(guard: CommitGuard, records: AsyncIterator[tuple[Any, Any]],
+                        acks_enabled_for: Callable[[str], bool]) -> AsyncIterator[tuple[Any, Any]]:
+    """faust's records of one fetch, less those fetched before the guard sought their partition.
+
+    Only the records passed on count as delivered, so a probe after a seek is
+    answered by a record fetched after it, never by one left over from before.
+    """
+    seeks = guard.start_batch()
+    async for tp, message in records:
+        if guard.seeks.get(tp, 0) != seeks.get(tp, 0):
+            continue  # fetched before a seek of its partition: fetched again after it
+        if acks_enabled_for(message.topic):
+            guard.delivered(message)
+        yield tp, message
 
 
 def install(app: Any) -> None:
     """Make ``app``'s consumer commit only finished work (see the module docstring)."""
     _patch_faust()
-    app.arena_safe_commits = True
+    _GUARDED.add(app)
+
+
+_GUARDED: weakref.WeakSet[Any] = weakref.WeakSet()  # apps whose consumers the guard watches
 
 
 def guard_of(consumer: Any) -> CommitGuard | None:
-    if not getattr(consumer.app, "arena_safe_commits", False):
+    if consumer.app not in _GUARDED:
         return None
     guard = consumer.__dict__.get("_arena_commit_guard")
     if guard is None:
@@ -237,15 +282,23 @@ def guard_of(consumer: Any) -> CommitGuard | None:
 
 
 def _patch_faust() -> None:
+    import faust.streams
     from faust.transport.consumer import Consumer
-    from faust.transport.drivers import aiokafka as aiokafka_driver
+    from faust.transport.producer import ProducerBuffer
     from faust.types.tuples import Message
+
+    # faust's compiled stream iterator (faust/_cython/streams) inlines Message.ack and
+    # Consumer.ack, so none of the patches below would see an agent's acknowledgement.
+    # The Python iterator does the same work through the methods patched here; it is
+    # chosen whenever this is None (tests/test_commits.py checks which one runs).
+    faust.streams._CStreamIterator = None
 
     if getattr(Consumer, "_arena_commit_guard_patched", False):
         return
     Consumer._arena_commit_guard_patched = True  # type: ignore[attr-defined]
 
-    original_to_message = aiokafka_driver.Consumer._to_message
+    original_getmany = Consumer.getmany
+    original_send_pending = ProducerBuffer._send_pending
     original_message_ack = Message.ack
     original_ack = Consumer.ack
     original_new_offset = Consumer._new_offset
@@ -253,12 +306,30 @@ def _patch_faust() -> None:
     original_add_gap = Consumer._add_gap
     original_commit = Consumer.commit
 
-    def _to_message(self: Any, tp: Any, record: Any) -> Any:
-        message = original_to_message(self, tp, record)
+    async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         guard = guard_of(self)
-        if guard is not None and self.app.topics.acks_enabled_for(message.topic):
-            guard.delivered(message)
-        return message
+        records = original_getmany(self, timeout)
+        if guard is not None:
+            records = guarded_batch(guard, records, self.app.topics.acks_enabled_for)
+        async for item in records:
+            yield item
+
+    async def send_pending(self: Any, fut: Any) -> None:
+        self.__dict__["_arena_sending"] = self.__dict__.get("_arena_sending", 0) + 1
+        try:
+            await original_send_pending(self, fut)
+        finally:
+            self.__dict__["_arena_sending"] -= 1
+
+    async def flush_buffer(self: Any) -> None:
+        # faust gives up on the buffer after any 0.1 s without a send, so table writes
+        # could still wait behind an offset it then commits. Wait until nothing is
+        # queued and nothing is being handed to the client.
+        while self.size or self.__dict__.get("_arena_sending", 0):
+            if self.state != "running":
+                raise RuntimeError("cannot flush: producer not running")
+            self.message_sent.clear()
+            await self.message_sent.wait()
 
     def message_ack(self: Any, consumer: Any, n: int = 1) -> bool:
         # A stream that skips an event acknowledges it at once, before any await:
@@ -321,7 +392,9 @@ def _patch_faust() -> None:
             await guard.heal()
         return await original_commit(self, *args, **kwargs)
 
-    aiokafka_driver.Consumer._to_message = _to_message  # type: ignore[method-assign]
+    Consumer.getmany = getmany  # type: ignore[method-assign]
+    ProducerBuffer._send_pending = send_pending  # type: ignore[method-assign]
+    ProducerBuffer.flush = flush_buffer  # type: ignore[method-assign]
     Message.ack = message_ack  # type: ignore[method-assign]
     Consumer.ack = ack  # type: ignore[method-assign]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
