@@ -688,8 +688,8 @@ async def test_api_key_never_appears_in_worker_logs_or_dead_letters(
         workers.append(worker)
         worker.start()
 
-        async def dead_lettered() -> bool:
-            return (await count(config, "deadletter") >= 1
+        async def dead_lettered() -> bool:  # the player's failure, then the battle-less prompt
+            return (await count(config, "deadletter") >= 2
                     and await count(config, "generations") >= 2)
 
         await wait_for(dead_lettered, timeout=60)
