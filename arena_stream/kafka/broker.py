@@ -238,8 +238,54 @@ async def ensure_topics(config: Config, topics: Mapping[str, int | TopicPlan]) -
             have = len(d.get("partitions") or [])
             if want and have and have != want:
                 log.warning("broker.partitions_mismatch", topic=d["topic"], want=want, have=have)
+        stale = {n: p for n, p in plans.items() if n in existing and p.configs()}
+        if stale:
+            await _correct_configs(admin, stale)
     finally:
         await admin.close()
+
+
+DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' source of a value set on the topic itself
+
+
+async def _correct_configs(admin: Any, plans: Mapping[str, TopicPlan]) -> None:
+    """Give topics that already existed the configs their plan asks for.
+
+    faust (and we) skip topics that exist, so a changelog created earlier without
+    compaction would lose the state it holds at the cluster's retention, and a
+    rating log with a 7-day retention would lose the audit trail. Values already
+    set on the topic are kept (AlterConfigs replaces the whole set). A broker that
+    cannot alter configs (the embedded one, memory only: its topics never outlive
+    it) is reported once.
+    """
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from aiokafka.errors import IncompatibleBrokerVersion
+
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in plans]
+    values: dict[str, dict[str, str]] = {}  # what the topic runs with
+    own: dict[str, dict[str, str]] = {}  # what was set on the topic itself
+    for response in await admin.describe_configs(resources):
+        for _code, _msg, _type, name, entries in response.resources:
+            values[name] = {e[0]: e[1] for e in entries if e[1] is not None}
+            own[name] = {
+                e[0]: e[1] for e in entries
+                if e[1] is not None and not e[2] and e[3] in (DYNAMIC_TOPIC_CONFIG, False)
+            }
+    fixes = []
+    for name, plan in plans.items():
+        wanted = plan.configs()
+        if any(values.get(name, {}).get(k) != v for k, v in wanted.items()):
+            fixes.append(ConfigResource(ConfigResourceType.TOPIC, name,
+                                        configs={**own.get(name, {}), **wanted}))
+    if not fixes:
+        return
+    try:
+        await admin.alter_configs(fixes)
+    except IncompatibleBrokerVersion:
+        log.warning("broker.cannot_alter_configs", topics=[f.name for f in fixes],
+                    why="the broker does not support AlterConfigs")
+        return
+    log.warning("broker.topic_configs_corrected", topics={f.name: f.configs for f in fixes})
 
 
 async def true_end_offsets(consumer: Any, partitions: list[Any], quirks: Quirks) -> dict[Any, int]:
