@@ -253,12 +253,22 @@ def default_config() -> Config:
 
 
 def env_secret(variable: str | None, what: str) -> str | None:
-    """A secret read from the environment variable the config names (never from the file)."""
+    """A secret read from the environment variable the config names (never from the file).
+
+    Surrounding whitespace is dropped: a key read from a mounted secret file usually
+    ends with a newline, which an HTTP header cannot carry. A value with a control
+    character inside is refused rather than sent.
+    """
     if not variable:
         return None
-    value = os.environ.get(variable)
-    if value is None:
+    raw = os.environ.get(variable)
+    if raw is None:
         raise ConfigError(f"environment variable {variable} ({what}) is not set")
+    value = raw.strip()
+    if not value:
+        raise ConfigError(f"environment variable {variable} ({what}) is empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(f"environment variable {variable} ({what}) holds a control character")
     return value
 
 
@@ -273,4 +283,4 @@ def secrets(config: Config) -> list[str]:
         config.judge.api_key_env,
         config.broker.sasl_password_env,
     ]
-    return [os.environ[n] for n in names if n and os.environ.get(n)]
+    return [os.environ[n] for n in names if n and os.environ.get(n, "").strip()]

@@ -37,6 +37,7 @@ from arena_stream.config import Config
 from arena_stream.kafka import commits
 from arena_stream.kafka.broker import Quirks, TopicPlan, faust_broker_credentials
 from arena_stream.kafka.topics import TOPICS, Topics
+from arena_stream.logging import scrub_bytes
 from arena_stream.ratings.elo import PairCount
 from arena_stream.schemas import DeadLetter, encode
 from arena_stream.streams.runtime import Runtime, table_writes_for
@@ -225,8 +226,13 @@ class Wiring:
     # -- sending and finishing ------------------------------------------------------------
 
     async def enqueue(self, topic: str, key: str, event: Any) -> Any:
-        """Hand a record to the producer; the returned future resolves on the broker's ack."""
-        return await self.topics[topic].send(key=key.encode(), value=encode(event))
+        """Hand a record to the producer; the returned future resolves on the broker's ack.
+
+        Secrets are masked in the bytes (a server that echoes the request's headers
+        into an error message must not put an API key on a topic).
+        """
+        value = scrub_bytes(encode(event))
+        return await self.topics[topic].send(key=key.encode(), value=value)
 
     async def send(self, topic: str, key: str, event: Any) -> None:
         await (await self.enqueue(topic, key, event))

@@ -70,6 +70,21 @@ def player(name: str, url: str, model: str, *, role: str = "competitor", **kw: A
     return "\n".join(lines) + "\n\n"
 
 
+async def raw_log(config: Config, topic: str) -> bytes:
+    """Every record value of a topic (a changelog included), concatenated."""
+    state: list[bytes] = []
+    async with consumer(config) as c:
+        tps = await partitions(c, topic)
+        c.assign(tps)
+        ends = await true_end_offsets(c, tps, Quirks.for_broker(config.broker))
+        for tp in tps:
+            c.seek(tp, 0)
+            while ends[tp] > 0 and await c.position(tp) < ends[tp]:
+                batch = await c.getmany(tp, timeout_ms=1000, max_records=5000)
+                state.extend(r.value or b"" for r in batch.get(tp, []) if r.offset < ends[tp])
+    return b"".join(state)
+
+
 async def table_state(config: Config, table: str) -> dict[Any, Any]:
     """A table's last state per key, read back from its changelog (None: deleted)."""
     name = changelog_topic(config.app_id, table)
@@ -660,10 +675,14 @@ async def test_non_object_json_and_oversized_prompts_are_dead_lettered_alone(
 # -- 6: an API key never leaves the process -------------------------------------------------
 
 
+@pytest.mark.parametrize("as_mounted", [False, True], ids=["plain", "trailing-newline"])
 async def test_api_key_never_appears_in_worker_logs_or_dead_letters(
-    make_config, tmp_path, workers
+    make_config, tmp_path, workers, as_mounted: bool
 ) -> None:
+    """A key never reaches a log line, a topic or a changelog, whatever whitespace it carries
+    (a key read from a mounted secret file usually ends with a newline)."""
     secret = "sk-fault-test-5f1e2d3c4b5a69788796"
+    variable = secret + "\n" if as_mounted else secret
     seen_auth: list[str] = []
 
     def handler(path: str, body: dict[str, Any]) -> Reply:
@@ -684,7 +703,8 @@ async def test_api_key_never_appears_in_worker_logs_or_dead_letters(
         cfg_file = tmp_path / "worker.toml"
         cfg_file.write_bytes(msgspec.toml.encode(config))
         await publish_raw(config, [prompt("p0", "q0")])
-        worker = WorkerProcess(cfg_file, tmp_path / "worker.log", env={"ARENA_FAULT_KEY": secret})
+        worker = WorkerProcess(cfg_file, tmp_path / "worker.log",
+                               env={"ARENA_FAULT_KEY": variable})
         workers.append(worker)
         worker.start()
 
@@ -702,6 +722,8 @@ async def test_api_key_never_appears_in_worker_logs_or_dead_letters(
     for topic in ("deadletter", "generations"):
         raw = b"".join(r.value for r in await read_all(config, topic))
         assert secret.encode() not in raw, topic
+    for table in ("pending", "judged", "prompt_digests"):
+        assert secret.encode() not in await raw_log(config, changelog_topic(config.app_id, table))
     letter, no_battle = await events(config, "deadletter", DeadLetter)
     assert letter.stage == "generate" and letter.reason == "http_401" and letter.attempts == 2
     assert "invalid api key" in letter.error
