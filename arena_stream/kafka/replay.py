@@ -206,6 +206,9 @@ async def battles_in_window(
     return out, bad
 
 
+REJUDGE_CHUNK = 1000  # battles scheduled at once (the judge's concurrency caps the calls)
+
+
 @dataclass
 class RejudgeReport:
     """What one ``rejudge`` run did."""
@@ -263,5 +266,6 @@ async def rejudge(
             await out.send_and_wait(topic, encode(verdict), key=battle.prompt_id.encode())
             report.judged += 1
 
-        await asyncio.gather(*(one(b) for b in todo))
+        for start in range(0, len(todo), REJUDGE_CHUNK):  # bounded work in flight
+            await asyncio.gather(*(one(b) for b in todo[start:start + REJUDGE_CHUNK]))
     return report
