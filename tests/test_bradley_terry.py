@@ -353,8 +353,8 @@ def test_cli_errors(cli, tmp_path: Path, capsys) -> None:
 def test_cli_reads_judgments_from_config(cli, monkeypatch, tmp_path: Path, capsys) -> None:
     seen: dict[str, object] = {}
 
-    def read_judgments(config, *, from_time=None, to_time=None):
-        seen.update(from_time=from_time, to_time=to_time)
+    def read_judgments(config, *, from_time=None, to_time=None, key="judgments"):
+        seen.update(from_time=from_time, to_time=to_time, key=key)
         return [judgment("a", "b", "model_a", 1.0)] * 3 + [judgment("b", "a", "model_a", 2.0)]
 
     monkeypatch.setitem(sys.modules, "arena_stream.kafka.replay",
@@ -364,7 +364,7 @@ def test_cli_reads_judgments_from_config(cli, monkeypatch, tmp_path: Path, capsy
                 "--to", "1719792000.5", "--json", "--method", "sandwich", "--prior-ties", "0"]) == 0
     rows = by_model([types.SimpleNamespace(**r) for r in json.loads(capsys.readouterr().out)])
     assert rows["a"].rating - rows["b"].rating == pytest.approx(LOG3, abs=1e-3)
-    assert seen == {"from_time": 1719792000.0, "to_time": 1719792000.5}
+    assert seen == {"from_time": 1719792000.0, "to_time": 1719792000.5, "key": "judgments"}
 
 
 def test_cli_flags_provisional_rows_in_table_json_and_csv(cli, tmp_path: Path, capsys) -> None:

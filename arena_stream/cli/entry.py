@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "decontaminate": "remove test-set prompts and near duplicates from training prompts",
     "eval": "offline evaluation of every player on a test set",
     "consistency": "compare two leaderboards (Spearman, CI agreement, separability)",
+    "rejudge": "re-judge past battles with a second judge, into a topic of their own",
 }
 
 

@@ -1,4 +1,4 @@
-"""Reading any topic back for a window of time or offsets, and writing it out.
+"""Reading any topic back for a window of time or offsets, writing it out, re-judging it.
 
 Correct on the embedded broker too: its ``offsets_for_times`` answers 0 for a
 time past the end (Apache Kafka answers "none"), and its end offsets can
@@ -9,18 +9,23 @@ true end (:func:`arena_stream.broker.true_end_offsets`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from arena_stream.config import Config
 from arena_stream.kafka.broker import Quirks
 from arena_stream.kafka.io import consumer, partitions, read_all, topic_name
-from arena_stream.schemas import Judgment
+from arena_stream.schemas import Battle, Judgment, encode
+
+if TYPE_CHECKING:  # the judges (model clients) are imported only by rejudge
+    from arena_stream.judges.base import Judge
 
 
 class Row(msgspec.Struct):
@@ -146,14 +151,16 @@ def write_rows(rows: Iterable[Row], path: str | Path) -> int:
 
 
 async def judgments_in_window(
-    config: Config, *, from_time: float | None = None, to_time: float | None = None
+    config: Config, *, from_time: float | None = None, to_time: float | None = None,
+    key: str = "judgments",
 ) -> list[tuple[int, Judgment]]:
     """(offset, judgment) for every judgment in the window, in log order.
 
     The judgments topic has one partition, so offset order is the order the
-    ratings agent applied them in.
+    ratings agent applied them in. ``key``: another topic of judgments (a
+    ``rejudge`` topic's full name).
     """
-    rows = await read_window(config, "judgments", from_time=from_time, to_time=to_time)
+    rows = await read_window(config, key, from_time=from_time, to_time=to_time)
     out = []
     for row in rows:
         try:
@@ -164,10 +171,101 @@ async def judgments_in_window(
 
 
 def read_judgments(
-    config: Config, *, from_time: float | None = None, to_time: float | None = None
+    config: Config, *, from_time: float | None = None, to_time: float | None = None,
+    key: str = "judgments",
 ) -> list[Judgment]:
     """Every judgment in the window (for synchronous callers such as the CLI)."""
     import asyncio
 
-    found = asyncio.run(judgments_in_window(config, from_time=from_time, to_time=to_time))
+    found = asyncio.run(judgments_in_window(config, from_time=from_time, to_time=to_time,
+                                            key=key))
     return [j for _, j in found]
+
+
+# --------------------------------------------------------------------------- re-judging
+
+
+async def battles_in_window(
+    config: Config, *, from_time: float | None = None, to_time: float | None = None
+) -> tuple[list[Battle], int]:
+    """The battles in the window, each once (delivery is at least once), and how many
+    records were not battles (left out, counted)."""
+    rows = await read_window(config, "battles", from_time=from_time, to_time=to_time)
+    seen: set[str] = set()
+    out: list[Battle] = []
+    bad = 0
+    for row in rows:
+        try:
+            battle = msgspec.convert(row.value, Battle)
+        except msgspec.ValidationError:
+            bad += 1
+            continue
+        if battle.id not in seen:
+            seen.add(battle.id)
+            out.append(battle)
+    return out, bad
+
+
+REJUDGE_CHUNK = 1000  # battles scheduled at once (the judge's concurrency caps the calls)
+
+
+@dataclass
+class RejudgeReport:
+    """What one ``rejudge`` run did."""
+
+    topic: str
+    battles: int = 0  # in the window, each once
+    already: int = 0  # judged by this judge in an earlier run: skipped
+    judged: int = 0
+    failed: dict[str, int] = field(default_factory=dict)  # JudgeFailed reason -> battles
+    not_battles: int = 0  # records on the battles topic that are not battles
+
+
+async def rejudge(
+    config: Config,
+    judge: Judge,
+    topic: str,
+    *,
+    from_time: float | None = None,
+    to_time: float | None = None,
+    concurrency: int = 8,
+) -> RejudgeReport:
+    """Replay the battles topic through ``judge`` into ``topic`` (one partition, kept).
+
+    Never writes the judgments or ratings topics: the live ratings stay
+    untouched. Idempotent: battles already in ``topic`` are skipped, so a run
+    that was stopped, or that left failures, is finished by running it again.
+    A battle the judge fails on is counted by reason and not written.
+    """
+    from arena_stream.judges.base import JudgeFailed
+    from arena_stream.kafka.broker import TopicPlan, ensure_topics
+    from arena_stream.kafka.io import ensure_ready, producer
+    from arena_stream.ratings.style import battle_style
+
+    await ensure_ready(config)
+    await ensure_topics(config, {topic: TopicPlan(1, keep=True)})
+    report = RejudgeReport(topic=topic)
+    battles, report.not_battles = await battles_in_window(config, from_time=from_time,
+                                                          to_time=to_time)
+    report.battles = len(battles)
+    done = {j.battle_id for _, j in await judgments_in_window(config, key=topic)}
+    todo = [b for b in battles if b.id not in done]
+    report.already = len(battles) - len(todo)
+    gate = asyncio.Semaphore(max(1, concurrency))
+    async with producer(config) as out:
+
+        async def one(battle: Battle) -> None:
+            async with gate:
+                try:
+                    verdict = await judge.judge(battle)
+                except JudgeFailed as exc:
+                    report.failed[exc.reason] = report.failed.get(exc.reason, 0) + 1
+                    return
+            if verdict.style is None:
+                verdict.style = battle_style(battle)
+            await out.send_and_wait(topic, encode(verdict), key=battle.prompt_id.encode())
+            report.judged += 1
+
+        for start in range(0, len(todo), REJUDGE_CHUNK):  # bounded work in flight
+            await asyncio.gather(*(one(b) for b in todo[start:start + REJUDGE_CHUNK]))
+    return report

@@ -80,6 +80,12 @@ TOPICS: tuple[TopicSpec, ...] = _topics()
 
 BY_KEY = {t.key: t for t in TOPICS}
 
+# `rejudge` writes a second judge's verdicts on replayed battles to a topic of its own
+# (one per name), never to the judgments topic: the live ratings stay untouched.
+REJUDGE_SUFFIX = "judgments.rejudge."
+REJUDGED = TopicSpec("rejudged", REJUDGE_SUFFIX + "<name>", "judgment", False,
+                     "a second judge's verdicts on replayed battles (`rejudge`)", keep=True)
+
 class Topics:
     """Resolved names and partition counts for one configuration."""
 
@@ -95,11 +101,25 @@ class Topics:
             for s in TOPICS:
                 if self.prefix + s.suffix == key:
                     return key
+            if self.is_rejudged(key):
+                return key
             raise KeyError(f"unknown topic {key!r}; known: {', '.join(BY_KEY)}")
         return self.prefix + spec.suffix
 
+    def rejudged(self, name: str) -> str:
+        """The topic a second judge called ``name`` writes to (``rejudge --name``)."""
+        if not name or any(not (c.isalnum() or c in "._-") for c in name):
+            raise ValueError(f"a rejudge name is letters, digits, '.', '_' or '-': {name!r}")
+        return self.prefix + REJUDGE_SUFFIX + name
+
+    def is_rejudged(self, name: str) -> bool:
+        head = self.prefix + REJUDGE_SUFFIX
+        return name.startswith(head) and len(name) > len(head)
+
     def spec(self, key_or_name: str) -> TopicSpec:
         name = self.name(key_or_name)
+        if self.is_rejudged(name):
+            return REJUDGED
         return next(s for s in TOPICS if self.prefix + s.suffix == name)
 
     def partitions_of(self, key: str) -> int:

@@ -35,7 +35,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from arena_stream.schemas.events import StyleCounts
+from arena_stream.schemas.events import Battle, StyleCounts
 
 # Order of the features everywhere (columns, coefficients): LMArena's example's order.
 FEATURES = ("tokens", "headers", "bold", "lists")
@@ -96,6 +96,14 @@ def style_counts(
         tokens_b=count_tokens(answer_b) if tokens_b is None else int(tokens_b),
         headers_a=ha, headers_b=hb, bold_a=ba, bold_b=bb, lists_a=la, lists_b=lb,
     )
+
+
+def battle_style(battle: Battle) -> StyleCounts:
+    """A battle's style counts, with its servers' token counts when both players gave them."""
+    known = battle.tokens_a > 0 and battle.tokens_b > 0
+    return style_counts(battle.answer_a, battle.answer_b,
+                        tokens_a=battle.tokens_a if known else None,
+                        tokens_b=battle.tokens_b if known else None)
 
 
 def _metadata_count(value: Any, key: str) -> int:

@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --config: first judgment time (ISO-8601 or unix seconds)")
     parser.add_argument("--to", dest="to_time", type=parse_time, metavar="T",
                         help="with --config: last judgment time (ISO-8601 or unix seconds)")
+    parser.add_argument("--rejudged", metavar="NAME",
+                        help="with --config: the verdicts of a second judge (`rejudge --name "
+                             "NAME`) instead of the live judgments")
     parser.add_argument("--method", choices=("bootstrap", "sandwich"), default="bootstrap",
                         help="interval method (default: bootstrap)")
     parser.add_argument("--bootstrap", type=_positive, default=100, metavar="N",
@@ -156,8 +159,9 @@ def _load(args: argparse.Namespace) -> Any:
 
     style = bool(getattr(args, "style_control", False))
     if args.battles:
-        if args.from_time is not None or args.to_time is not None:
-            raise bt.BattleDataError("--from/--to apply to --config; filter the file instead")
+        if args.from_time is not None or args.to_time is not None or args.rejudged:
+            raise bt.BattleDataError("--from/--to/--rejudged apply to --config; filter the "
+                                     "file instead")
         keep: list[str] = list(PROMPT_COLUMNS)
         if style:
             from arena_stream.ratings.style_control import COUNT_NAMES, TEXT_COLUMNS
@@ -168,7 +172,17 @@ def _load(args: argparse.Namespace) -> Any:
     from arena_stream.kafka.replay import read_judgments
 
     config = load(args.config)
-    judgments = read_judgments(config, from_time=args.from_time, to_time=args.to_time)
+    key = "judgments"
+    if getattr(args, "rejudged", None):
+        from arena_stream.kafka.topics import Topics
+
+        key = Topics(config.broker, config.app_id).rejudged(args.rejudged)
+    try:
+        judgments = read_judgments(config, from_time=args.from_time, to_time=args.to_time,
+                                   key=key)
+    except KeyError:
+        raise bt.BattleDataError(f"topic {key} does not exist (run `rejudge --name "
+                                 f"{args.rejudged}` first)") from None
     return bt.battles_from_judgments(judgments, style=style)
 
 
