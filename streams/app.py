@@ -2,7 +2,8 @@
 
 Topology (every topic keyed by prompt id unless noted; docs/architecture.md draws it)::
 
-    prompts ──intake──► prompts.accepted ──generate-<player> (one agent per player)──► generations
+    prompts ──intake──► prompts.checked ──admit──► prompts.accepted
+    prompts.accepted ──generate-<player> (one agent per player)──► generations
     generations ──collect──► battles ──judge──► judgments (1 partition, the rating log)
     judgments ──rate + route──► ratings (key: model), leaderboard snapshots,
                                train.<kind> ──trigger──► train.jobs ──(trainer)──► models
@@ -298,14 +299,22 @@ class Wiring:
         app, config, rt, topics = self.app, self.config, self.runtime, self.topics
         expected = [p.name for p in config.players]
 
-        intake_ctx = intake.IntakeContext(limits=config.limits, round=rt.round,
+        intake_ctx = intake.IntakeContext(limits=config.limits,
                                           decontaminator=rt.decontaminator)
 
         @app.agent(topics["prompts"], name="intake")
         async def intake_agent(stream: faust.StreamT) -> None:
             async for event in stream.events():
+                out = await self.run("intake", event, partial(intake.intake, ctx=intake_ctx))
+                await self.finish(out, event)
+
+        admit_ctx = intake.AdmitContext(round=rt.round)
+
+        @app.agent(topics["checked"], name="admit")
+        async def admit_agent(stream: faust.StreamT) -> None:
+            async for event in stream.events():
                 out = await self.run("intake", event,
-                                     partial(intake.intake, store=self.store, ctx=intake_ctx))
+                                     partial(intake.admit, store=self.store, ctx=admit_ctx))
                 await self.finish(out, event)
 
         for player in config.players:

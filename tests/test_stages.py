@@ -83,24 +83,34 @@ def clock(t: float = 1000.0) -> Any:
 # -- intake ---------------------------------------------------------------------------------
 
 
-def intake_ctx(**kw: Any) -> intake.IntakeContext:
-    return intake.IntakeContext(limits=LimitsConfig(), round=lambda: 2, now=clock(), **kw)
+def intake_ctx() -> intake.IntakeContext:
+    return intake.IntakeContext(limits=LimitsConfig())
 
 
-async def test_intake_accepts_once_and_refuses_a_reused_id(rec) -> None:
+def admit_ctx() -> intake.AdmitContext:
+    return intake.AdmitContext(round=lambda: 2, now=clock())
+
+
+async def checked(rec: Offsets, raw: dict[str, Any]) -> Record:
+    """What intake sends on for ``raw``, as the record admit reads."""
+    out = await intake.intake(rec("prompts", json.dumps(raw).encode()), intake_ctx())
+    [prompt] = out.events("checked")
+    return rec("prompts.checked", prompt)
+
+
+async def test_admit_accepts_once_and_refuses_a_reused_id(rec) -> None:
     store = MemoryStore()
-    first = store.apply(await intake.intake(
-        rec("prompts", json.dumps({"id": "p1", "prompt": "hi"}).encode()), store, intake_ctx()))
+    first = store.apply(intake.admit(await checked(rec, {"id": "p1", "prompt": "hi"}), store,
+                                     admit_ctx()))
     [accepted] = first.events("accepted")
     assert accepted.id == "p1" and accepted.round == 2 and accepted.ts == 1000.0
     assert store.table(intake.TABLE).get("p1").digest == accepted.digest
 
-    again = await intake.intake(
-        rec("prompts", json.dumps({"id": "p1", "prompt": "hi"}).encode()), store, intake_ctx())
+    again = intake.admit(await checked(rec, {"id": "p1", "prompt": "hi"}), store, admit_ctx())
     assert again.emits == [] and again.counters["intake.duplicate"] == 1
 
-    reused = await intake.intake(
-        rec("prompts", json.dumps({"id": "p1", "prompt": "other"}).encode()), store, intake_ctx())
+    reused = intake.admit(await checked(rec, {"id": "p1", "prompt": "other"}), store,
+                          admit_ctx())
     [letter] = reused.dead_letters()
     assert letter.reason == "duplicate_id" and letter.ref == "p1" and letter.offset == 2
     assert reused.events("accepted") == []
@@ -114,11 +124,11 @@ async def test_intake_accepts_once_and_refuses_a_reused_id(rec) -> None:
     (b'{"id": "x", "messages": [{"role": "robot", "content": "hi"}]}', "unknown_role"),
 ])
 async def test_intake_dead_letters_bad_input_with_its_bytes(rec, raw: bytes, reason: str) -> None:
-    out = await intake.intake(rec("prompts", raw), MemoryStore(), intake_ctx())
+    out = await intake.intake(rec("prompts", raw), intake_ctx())
     [letter] = out.dead_letters()
     assert letter.reason == reason and letter.stage == "intake"
     assert letter.original_b64 is not None or raw == b""
-    assert out.writes == [] and out.events("accepted") == []
+    assert out.writes == [] and out.events("checked") == []
 
 
 # -- generate -------------------------------------------------------------------------------

@@ -162,3 +162,41 @@ async def test_leaderboard_snapshots_with_intervals_are_published(make_config, s
     assert set(rows) == {"comp", "target@v0"} and rows["comp"].battles == 4
     assert rows["comp"].rating > rows["target@v0"].rating
     assert all(r.lower <= r.rating <= r.upper for r in rows.values())
+
+
+async def test_a_reused_id_is_refused_whichever_partition_the_publisher_chose(
+    make_config, stub
+) -> None:
+    """librdkafka (CRC32) and the Java client or aiokafka (murmur2) put one key on different
+    partitions: the same id, published by both with different content, is one prompt and one
+    duplicate_id dead letter; the same content twice is one prompt."""
+    from arena_stream.kafka.io import producer, topic_name
+    from arena_stream.schemas import Prompt
+    from arena_stream.streams.worker import prepare
+
+    config = make_config(stub.base_url)
+    await prepare(config)
+    topic = topic_name(config, "prompts")
+    async with producer(config) as p:
+        for partition, text in ((0, "first text"), (1, "other text")):
+            await p.send_and_wait(topic, json.dumps({"id": "same", "prompt": text}).encode(),
+                                  key=b"same", partition=partition)
+        await p.send_and_wait(topic, json.dumps({"id": "twin", "prompt": "t"}).encode(),
+                              key=b"twin", partition=0)
+        await p.send_and_wait(topic, json.dumps({"id": "twin", "prompt": "t"}).encode(),
+                              key=b"twin", partition=1)
+    async with running_worker(config) as app:
+        await wait_until_ready(app)
+
+        async def settled() -> bool:
+            return (await count(config, "ratings") >= 4
+                    and await count(config, "deadletter") >= 1)
+
+        await wait_for(settled, timeout=60)
+    accepted = await events(config, "accepted", Prompt)
+    assert sorted(p.id for p in accepted) == ["same", "twin"]
+    [first] = [p for p in accepted if p.id == "same"]
+    [letter] = await events(config, "deadletter", DeadLetter)
+    assert letter.reason == "duplicate_id" and letter.ref == "same"
+    refused = json.loads(letter.original)["messages"][0]["content"]
+    assert {refused, first.messages[0].content} == {"first text", "other text"}

@@ -40,6 +40,14 @@ def _topics() -> tuple[TopicSpec, ...]:
     return (
         TopicSpec("prompts", "prompts", "prompt", True, "prompts published by users"),
         TopicSpec(
+            "checked",
+            "prompts.checked",
+            "prompt",
+            True,
+            "valid prompts, keyed by id through our own partitioner, waiting for admission "
+            "(internal)",
+        ),
+        TopicSpec(
             "accepted",
             "prompts.accepted",
             "prompt",

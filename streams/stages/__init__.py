@@ -5,7 +5,8 @@ state and a small context, and returns an
 :class:`~arena_stream.streams.stages.base.Outcome` (events to send, state to
 write). In the order a prompt meets them:
 
-- :mod:`.intake` — validate, keep test-set prompts out, accept each id once;
+- :mod:`.intake` — validate and keep test-set prompts out (``intake``), then accept each
+  id once whichever partition its publisher chose (``admit``);
 - :mod:`.generate` — one player answers (one agent per player);
 - :mod:`.collect` — wait for every player, form the battles once;
 - :mod:`.sweep` — re-ask players whose answers never arrived (a timer);

@@ -1,10 +1,15 @@
-"""intake: validate a published prompt, keep test-set prompts out, accept each id once.
+"""intake: validate a published prompt and keep test-set prompts out; admit: accept each id once.
 
-Reads ``prompts`` (what users publish), writes ``prompts.accepted`` (what the
-players answer) and remembers each accepted id with its content digest in the
-``prompt_digests`` table: a re-sent prompt (same id, same content) is dropped
-quietly, a reused id with different content is a ``duplicate_id`` dead letter.
-Anything malformed is one dead letter with the reason and the original bytes.
+``intake`` reads ``prompts`` (what users publish, partitioned by whatever
+client published it) and sends each valid prompt to ``prompts.checked``,
+keyed by its id through our own partitioner. ``admit`` reads that topic, so
+every record of one prompt id meets the same ``prompt_digests`` partition
+whichever partitioner the publisher used (librdkafka's default, CRC32, and
+the Java client's and aiokafka's, murmur2, place the same key on different
+partitions): a re-sent prompt (same id, same content) is dropped quietly, a
+reused id with different content is a ``duplicate_id`` dead letter, and
+``prompts.accepted`` gets each prompt once. Anything malformed is one dead
+letter with the reason and the original bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 from arena_stream.arena.validation import InvalidPrompt, parse_prompt
 from arena_stream.config import LimitsConfig
+from arena_stream.schemas import Prompt, decode
 from arena_stream.streams.stages.base import (
     Clock,
     Outcome,
@@ -30,7 +36,7 @@ TABLE = "prompt_digests"
 
 
 class SeenPrompt(StateValue, kw_only=True):
-    """``prompt_digests``: a prompt id intake accepted, with the digest of its content."""
+    """``prompt_digests``: a prompt id admit accepted, with the digest of its content."""
 
     digest: str
     ts: float = 0.0  # when it was accepted
@@ -39,12 +45,16 @@ class SeenPrompt(StateValue, kw_only=True):
 @dataclass
 class IntakeContext:
     limits: LimitsConfig
-    round: Callable[[], int]  # the flywheel round new prompts belong to (the target's version)
     decontaminator: Any = None  # offline.decontaminate.Decontaminator, or None when off
+
+
+@dataclass
+class AdmitContext:
+    round: Callable[[], int]  # the flywheel round new prompts belong to (the target's version)
     now: Clock = wall_clock
 
 
-async def intake(record: Record, store: Store, ctx: IntakeContext) -> Outcome:
+async def intake(record: Record, ctx: IntakeContext) -> Outcome:
     out = Outcome()
     try:
         prompt = parse_prompt(record.value, ctx.limits)
@@ -60,6 +70,13 @@ async def intake(record: Record, store: Store, ctx: IntakeContext) -> Outcome:
             out.dead(failure("intake", "test_set_overlap", verdict.reason or "", record,
                              ref=prompt.id))
             return out
+    out.emit("checked", prompt.id, prompt)
+    return out
+
+
+def admit(record: Record, store: Store, ctx: AdmitContext) -> Outcome:
+    out = Outcome()
+    prompt = decode(record.value or b"", Prompt)
     seen: SeenPrompt | None = store.table(TABLE).get(prompt.id)
     if seen is not None:
         if seen.digest != prompt.digest:
