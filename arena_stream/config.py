@@ -113,6 +113,10 @@ class RoutingConfig(_Section):
 class LimitsConfig(_Section):
     max_prompt_bytes: int = 256_000
     max_turns: int = 64
+    max_id_chars: int = 256
+    # The largest record the worker sends or writes to a table: the broker's and the
+    # producer's 1 MiB limit, less room for headers. Raise it only with both.
+    max_record_bytes: int = 1_000_000
 
 
 class DecontaminationConfig(_Section):

@@ -214,7 +214,10 @@ class DeadLetter(Event, kw_only=True):
     offset: int = -1
     key: str | None = None
     original: str | None = None  # the original message as text when it is UTF-8
-    original_b64: str | None = None  # the exact original bytes, base64
+    original_b64: str | None = None  # else the exact original bytes, base64
+    original_size: int = 0  # bytes of the original message
+    original_sha256: str | None = None
+    truncated: bool = False  # only the first bytes of a very large original were kept
     ref: str | None = None  # id of the prompt / battle concerned, when known
     attempts: int = 0
 

@@ -227,18 +227,23 @@ class Wiring:
     # -- sending and finishing ------------------------------------------------------------
 
     async def enqueue(self, topic: str, key: str, event: Any) -> Any:
-        """Hand a record to the producer; the returned future resolves on the broker's ack.
+        """Hand a record to the producer; the returned future resolves on the broker's ack."""
+        return await self.send_bytes(topic, key, self.encode(event))
 
-        Secrets are masked in the bytes (a server that echoes the request's headers
-        into an error message must not put an API key on a topic).
-        """
-        value = scrub_bytes(encode(event))
+    async def send_bytes(self, topic: str, key: str, value: bytes) -> Any:
         return await self.topics[topic].send(key=key.encode(), value=value)
+
+    @staticmethod
+    def encode(event: Any) -> bytes:
+        """An event's bytes, secrets masked (a server that echoes the request's headers
+        into an error message must not put an API key on a topic)."""
+        return scrub_bytes(encode(event))
 
     async def send(self, topic: str, key: str, event: Any) -> None:
         await (await self.enqueue(topic, key, event))
 
-    async def publish(self, outcome: Outcome) -> None:
+    async def publish(self, outcome: Outcome,
+                      encoded: list[tuple[str, str, bytes]] | None = None) -> None:
         """Send every event of ``outcome`` and wait until the broker has them all.
 
         Waiting for the acknowledgements, not just for the records to be queued, matters:
@@ -246,7 +251,9 @@ class Wiring:
         reach the broker before a queued record does (another partition, one batch per
         partition per request), so a crash in between would lose the output for good.
         """
-        acks = [await self.enqueue(e.topic, e.key, e.event) for e in outcome.emits]
+        if encoded is None:
+            encoded = [(e.topic, e.key, self.encode(e.event)) for e in outcome.emits]
+        acks = [await self.send_bytes(topic, key, value) for topic, key, value in encoded]
         await asyncio.gather(*acks)
         self.runtime.counters.update(outcome.counters)
         for e in outcome.emits:
@@ -254,6 +261,15 @@ class Wiring:
                 d = e.event
                 log.warning("deadletter", stage=d.stage, reason=d.reason, ref=d.ref,
                             error=d.error[:300])
+
+    def too_large(self, outcome: Outcome, encoded: list[tuple[str, str, bytes]]) -> list[str]:
+        """What in ``outcome`` exceeds the largest record the broker takes."""
+        limit = self.config.limits.max_record_bytes
+        return [f"{topic} ({len(value)} bytes)" for topic, _, value in encoded
+                if len(value) > limit] + [
+            f"table {w.table} ({size} bytes)" for w in outcome.writes
+            if w.value is not None and (size := len(encode(w.value))) > limit
+        ]
 
     def write(self, outcome: Outcome) -> None:
         for w in outcome.writes:
@@ -270,9 +286,25 @@ class Wiring:
         plans[leader.get_topic_name()] = TopicPlan(1)
         return plans
 
-    async def finish(self, outcome: Outcome, event: Any) -> None:
-        """Publish the outcome, then write its state; or leave the event to be redone."""
-        await self.publish(outcome)
+    async def finish(self, outcome: Outcome, event: Any, stage: str) -> None:
+        """Publish the outcome, then write its state; or leave the event to be redone.
+
+        A record over the broker's limit would fail in the producer once the stage is
+        done, and a table write over it would fail on every retry (the worker would
+        crash-loop on the same input): such an outcome becomes one dead letter instead.
+        """
+        encoded = [(e.topic, e.key, self.encode(e.event)) for e in outcome.emits]
+        too_large = self.too_large(outcome, encoded)
+        if too_large:
+            refused = Outcome()
+            refused.dead(failure(
+                stage, "oversized_output",
+                f"the result would exceed {self.config.limits.max_record_bytes} bytes: "
+                + ", ".join(too_large), record_of(event),
+            ))
+            outcome, encoded = refused, [(e.topic, e.key, self.encode(e.event))
+                                         for e in refused.emits]
+        await self.publish(outcome, encoded)
         self.write(outcome)
         if outcome.redo:
             commits.redo(event)
@@ -306,7 +338,7 @@ class Wiring:
         async def intake_agent(stream: faust.StreamT) -> None:
             async for event in stream.events():
                 out = await self.run("intake", event, partial(intake.intake, ctx=intake_ctx))
-                await self.finish(out, event)
+                await self.finish(out, event, "intake")
 
         admit_ctx = intake.AdmitContext(round=rt.round)
 
@@ -315,7 +347,7 @@ class Wiring:
             async for event in stream.events():
                 out = await self.run("intake", event,
                                      partial(intake.admit, store=self.store, ctx=admit_ctx))
-                await self.finish(out, event)
+                await self.finish(out, event, "intake")
 
         for player in config.players:
             self.generator(player.name, player.concurrency, expected)
@@ -329,7 +361,7 @@ class Wiring:
             async for event in stream.events():
                 out = await self.run("battle", event,
                                      partial(collect.collect, store=self.store, ctx=collect_ctx))
-                await self.finish(out, event)
+                await self.finish(out, event, "battle")
 
         sweep_ctx = sweep.SweepContext(battles=config.battles, expected_players=expected,
                                        generations_topic=self.names.name("generations"))
@@ -345,7 +377,7 @@ class Wiring:
             async for event in stream.events():
                 out = await self.run("judge", event,
                                      partial(judge.judge, store=self.store, ctx=judge_ctx))
-                await self.finish(out, event)
+                await self.finish(out, event, "judge")
 
         # Rating and routing share one agent on the judgments topic: with two agents on
         # one topic, faust's shutdown was seen to acknowledge an event one of them had not
@@ -381,7 +413,7 @@ class Wiring:
             async for event in stream.events():
                 out = await self.run(f"generate.{player}", event,
                                      lambda r: generate.generate(r, context()))
-                await self.finish(out, event)
+                await self.finish(out, event, "generate")
 
         self.app.agent(self.topics["accepted"], name=f"generate-{player}",
                        concurrency=concurrency)(generate_agent)

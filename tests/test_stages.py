@@ -24,6 +24,7 @@ from arena_stream.config import (
     TrainingConfig,
 )
 from arena_stream.judges import build_judge
+from arena_stream.kafka.deadletter import original_bytes
 from arena_stream.models.clients import OpenAIClient
 from arena_stream.schemas import (
     Battle,
@@ -127,7 +128,7 @@ async def test_intake_dead_letters_bad_input_with_its_bytes(rec, raw: bytes, rea
     out = await intake.intake(rec("prompts", raw), intake_ctx())
     [letter] = out.dead_letters()
     assert letter.reason == reason and letter.stage == "intake"
-    assert letter.original_b64 is not None or raw == b""
+    assert original_bytes(letter) == raw and letter.original_size == len(raw)
     assert out.writes == [] and out.events("checked") == []
 
 
@@ -449,7 +450,8 @@ def test_dead_letter_helper_keeps_the_bytes(rec) -> None:
     out = Outcome()
     from arena_stream.streams.stages.base import failure
 
-    out.dead(failure("judge", "x", "y", rec("battles", b"\x00raw")))
+    out.dead(failure("judge", "x", "y", rec("battles", b"\xffraw")))
     [letter] = out.dead_letters()
-    assert isinstance(letter, DeadLetter) and letter.original_b64 == "AHJhdw=="
+    assert isinstance(letter, DeadLetter) and letter.original_b64 == "/3Jhdw=="
+    assert letter.original is None and original_bytes(letter) == b"\xffraw"
     assert out.counters["deadletter.judge.x"] == 1

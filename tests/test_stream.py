@@ -99,7 +99,9 @@ async def test_prompts_become_battles_judgments_ratings_and_samples(make_config,
     by_reason = {d.reason: d for d in dead}
     assert by_reason["not_utf8"].original is None and by_reason["not_utf8"].original_b64
     assert by_reason["invalid_json"].original == "{not json"
-    assert all(d.stage == "intake" and d.topic.endswith("prompts") for d in dead)
+    # a reused id is found at admission (prompts.checked), everything else at intake
+    assert all(d.stage == "intake" and d.topic.endswith(("prompts", "prompts.checked"))
+               for d in dead)
 
 
 async def test_outside_kafka_client_publishes_and_reads_ratings(make_config, stub) -> None:
@@ -200,3 +202,45 @@ async def test_a_reused_id_is_refused_whichever_partition_the_publisher_chose(
     assert letter.reason == "duplicate_id" and letter.ref == "same"
     refused = json.loads(letter.original)["messages"][0]["content"]
     assert {refused, first.messages[0].content} == {"first text", "other text"}
+
+
+async def test_huge_inputs_end_as_one_dead_letter_and_long_prompts_still_play(
+    make_config, stub
+) -> None:
+    """A prompt twice the size limit is one dead letter that fits the broker (its start, size
+    and hash kept); a valid 250 KB CJK prompt answered by three players is played, not a
+    table record past the broker's limit that crash-loops the worker."""
+    from arena_stream.kafka.deadletter import MAX_ORIGINAL_BYTES
+    from arena_stream.schemas import Judgment
+
+    url = stub.base_url
+    players = "".join(
+        f'\n[[players]]\nname = "{n}"\n{role}backend = "openai"\nbase_url = "{url}"\n'
+        f'model = "{m}"\nbackoff_s = 0.01\n'
+        for n, m, role in (("target", "t", 'role = "target"\n'), ("comp", "c", ""),
+                           ("d", "d", ""))
+    )
+    config = make_config(url, players=players,
+                         extra="\n[limits]\nmax_prompt_bytes = 300000\n")
+    huge = json.dumps({"id": "huge", "prompt": "x" * 600_000}).encode()
+    cjk = json.dumps({"id": "cjk", "prompt": "漢字かな交じり文" * 10_000},
+                     ensure_ascii=False).encode()
+    assert 200_000 < len(cjk) < 300_000
+    await publish_raw(config, [(b"huge", huge), (b"cjk", cjk)])
+    async with running_worker(config) as app:
+        await wait_until_ready(app)
+
+        async def settled() -> bool:
+            return (await count(config, "ratings") >= 4
+                    and await count(config, "deadletter") >= 1)
+
+        await wait_for(settled, timeout=90)
+    [letter] = await events(config, "deadletter", DeadLetter)
+    assert letter.reason == "oversized" and letter.ref is None and letter.key == "huge"
+    assert letter.truncated and letter.original_size == len(huge)
+    import hashlib
+
+    assert letter.original_sha256 == hashlib.sha256(huge).hexdigest()
+    assert len(letter.original or "") == MAX_ORIGINAL_BYTES and letter.original_b64 is None
+    judgments = await events(config, "judgments", Judgment)
+    assert sorted(j.prompt_id for j in judgments) == ["cjk", "cjk"]

@@ -54,6 +54,14 @@ def parse_prompt(raw: bytes | None, limits: LimitsConfig) -> Prompt:
 def normalise(incoming: PromptIn, limits: LimitsConfig) -> Prompt:
     if not incoming.id.strip():
         raise InvalidPrompt("invalid_shape", "id must be a non-empty string")
+    if len(incoming.id) > limits.max_id_chars:
+        raise InvalidPrompt(
+            "invalid_id", f"id is {len(incoming.id)} characters, the limit is {limits.max_id_chars}"
+        )
+    if not incoming.id.isprintable():
+        # A control character or an ANSI escape in an id would forge log lines and
+        # listings wherever the id is printed.
+        raise InvalidPrompt("invalid_id", f"id {incoming.id!r} holds control characters")
     if (incoming.messages is None) == (incoming.prompt is None):
         raise InvalidPrompt("invalid_shape", "give exactly one of 'messages' or 'prompt'")
     if incoming.prompt is not None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from arena_stream.arena.battles import form_battles
-from arena_stream.schemas import Generation, decode
+from arena_stream.schemas import Generation, Message, decode
 from arena_stream.streams.stages.base import (
     Clock,
     Outcome,
@@ -31,9 +33,15 @@ TABLE = "pending"
 
 
 class PendingPrompt(StateValue, kw_only=True):
-    """``pending``: the answers to one prompt so far, or that its battles were formed."""
+    """``pending``: the answers to one prompt so far, or that its battles were formed.
 
-    generations: dict[str, Generation] = {}  # player -> its generation
+    The conversation is kept once, not in every generation: a long prompt (up to
+    ``limits.max_prompt_bytes``) answered by several players must not make one
+    table record larger than the broker takes.
+    """
+
+    messages: list[Message] = []  # the conversation the players answered
+    generations: dict[str, Generation] = {}  # player -> its generation, without the messages
     first_ts: float = 0.0  # when the first answer arrived (the sweep's clock starts here)
     done: bool = False
     battles: list[str] = []  # the ids formed, once done
@@ -56,14 +64,18 @@ def collect(record: Record, store: Store, ctx: CollectContext) -> Outcome:
     if state.done or gen.player in state.generations:
         out.count("collect.repeated")
         return out  # a redelivered generation, or a late one after the battles formed
-    generations = {**state.generations, gen.player: gen}
+    messages = state.messages or gen.messages
+    generations = {**state.generations, gen.player: msgspec.structs.replace(gen, messages=[])}
     expected = gen.expected_players or ctx.expected_players
     if not set(expected) <= set(generations):
-        out.write(TABLE, gen.prompt_id,
-                  PendingPrompt(generations=generations, first_ts=state.first_ts))
+        out.write(TABLE, gen.prompt_id, PendingPrompt(
+            messages=messages, generations=generations, first_ts=state.first_ts))
         return out
     order = {p: i for i, p in enumerate(expected)}
-    ordered = sorted(generations.values(), key=lambda g: order.get(g.player, len(order)))
+    ordered = sorted(
+        (msgspec.structs.replace(g, messages=messages) for g in generations.values()),
+        key=lambda g: order.get(g.player, len(order)),
+    )
     battles = form_battles(ordered, mode=ctx.mode, target_player=ctx.target_player,
                            now=ctx.now())
     for battle in battles:
