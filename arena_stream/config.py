@@ -84,6 +84,9 @@ class JudgeConfig(ModelConfig, kw_only=True):
     # kept, the cut marked), so no answer can push the instructions out of the judge's
     # context. 0: never clipped.
     max_answer_chars: int = 12_000
+    # The template that asks for a prompt's 0-10 difficulty (testset build): a file with
+    # the {conversation} and {context} fields; None: the built-in one.
+    difficulty_template: str | None = None
 
 
 class BattlesConfig(_Section):
