@@ -29,7 +29,7 @@ import json
 
 import msgspec
 
-from arena_stream.config import BattlesConfig, ConfigError, JudgeConfig, VerifierConfig
+from arena_stream.config import BattlesConfig, ConfigError, VerifierConfig
 from arena_stream.judges import checks
 from arena_stream.judges.base import JudgeFailed
 from arena_stream.judges.pairwise import combine
@@ -119,7 +119,3 @@ class VerifierJudge:
 
 def _tally(results: list[CheckResult]) -> str:
     return f"{sum(r.passed for r in results)}/{len(results)}"
-
-
-def build_verifier(spec: JudgeConfig, battles: BattlesConfig) -> VerifierJudge:
-    return VerifierJudge(spec.verifier, battles)
