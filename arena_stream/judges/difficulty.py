@@ -15,11 +15,13 @@ Two raters, chosen like the battle judge's scoring (``[judge] scoring``):
   unreadable). The digits are single tokens, so a leading ``1`` may begin ``10``:
   the probability that ``0`` follows is read in a second pass and splits that
   mass between 1 and 10. Prompts are rated one at a time: a batched reading
-  depends on its batch neighbours (measured on SmolLM2 with ``quantize = true``,
-  whose int8 activations are scaled over the whole batch: the same 24 prompts
-  rated in two batched runs differed by up to 1.4 points; float weights, 1e-4),
+  depends on its batch neighbours (SmolLM2 with ``quantize = true`` scales its
+  int8 activations over the whole batch: 24 prompts rated in one batch differed
+  from the same prompts rated alone by up to 1.5 points; float weights, 1e-4),
   and a test set must come out the same when it is built again from scratch.
-  On 2 CPU cores this costs little: prompt processing is compute-bound.
+  On 2 CPU cores it was not slower either (BENCHMARKS.md, "In-process
+  difficulty ratings"): padding a batch of prompts of different lengths costs
+  more than batching saves when prompt processing is compute-bound.
 
 The template is configurable (``[judge] difficulty_template``, a file with the
 ``{conversation}`` and ``{context}`` fields); a rater's :attr:`name` (judge model,
