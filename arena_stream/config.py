@@ -72,7 +72,39 @@ class PlayerConfig(ModelConfig, kw_only=True):
     role: Literal["target", "competitor"] = "competitor"
 
 
+class VerifierConfig(_Section):
+    """``[judge.verifier]``: programmatic checks (see ``arena_stream.judges.checks``)."""
+
+    # Checks applied to every prompt's answers, before the prompt's own metadata.checks.
+    checks: list[dict[str, Any]] = []
+    # Your own checks by name: {no_emoji = "my_checks:no_emoji"}; a prompt's metadata
+    # then asks for {"check": "no_emoji"}.
+    custom: dict[str, str] = {}
+    # Modules whose functions a prompt's metadata may name directly
+    # ({"check": "custom", "function": "my_checks:fn"}). Empty: none, because a prompt
+    # naming any importable function would let whoever publishes prompts run code.
+    modules: list[str] = []
+    # An answer's score: "fraction" = 1 + 9 x the share of its checks passed; "all" = 10
+    # when every check passes, else 1.
+    scoring: Literal["fraction", "all"] = "fraction"
+
+
+class EnsembleConfig(_Section):
+    """``[judge.ensemble]``: how the verifier and the LLM judge share a battle."""
+
+    # "verifier-first": the verifier decides when exactly one answer passes all of its
+    # checks, the LLM judge otherwise (it is not called when the verifier decides).
+    # "llm-first": the LLM judge decides; the verifier breaks its ties and stands in
+    # when the LLM judge fails.
+    rule: Literal["verifier-first", "llm-first"] = "verifier-first"
+
+
 class JudgeConfig(ModelConfig, kw_only=True):
+    # "model": a model judges (the settings above); "verifier": programmatic checks
+    # only, no model; "ensemble": both, combined by [judge.ensemble] rule.
+    kind: Literal["model", "verifier", "ensemble"] = "model"
+    verifier: VerifierConfig = msgspec.field(default_factory=VerifierConfig)
+    ensemble: EnsembleConfig = msgspec.field(default_factory=EnsembleConfig)
     template: str | None = None  # "default", "compact" (built in) or a template file's path
     template_version: str | None = None
     scoring: Literal["auto", "parse", "logprobs"] = "auto"  # logprobs: in-process only
@@ -84,6 +116,9 @@ class JudgeConfig(ModelConfig, kw_only=True):
     # kept, the cut marked), so no answer can push the instructions out of the judge's
     # context. 0: never clipped.
     max_answer_chars: int = 12_000
+    # The template that asks for a prompt's 0-10 difficulty (testset build): a file with
+    # the {conversation} and {context} fields; None: the built-in one.
+    difficulty_template: str | None = None
 
 
 class BattlesConfig(_Section):

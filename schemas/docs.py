@@ -12,7 +12,14 @@ import typing
 import msgspec
 
 from arena_stream.kafka.topics import TOPICS
-from arena_stream.schemas.events import EVENT_TYPES, Game, Message, PromptIn
+from arena_stream.schemas.events import (
+    EVENT_TYPES,
+    CheckReport,
+    CheckResult,
+    Game,
+    Message,
+    PromptIn,
+)
 
 HEADER = """\
 # Events
@@ -68,7 +75,7 @@ def render() -> str:
         '[{"role": "user", "content": "..."}]}`, optional `category` and '
         "`metadata`; publish it with the id as the Kafka key.\n\n"
     )
-    for cls in (PromptIn, Message, Game, *EVENT_TYPES.values()):
+    for cls in (PromptIn, Message, Game, CheckResult, CheckReport, *EVENT_TYPES.values()):
         name = cls.__name__
         kinds = [k for k, v in EVENT_TYPES.items() if v is cls]
         title = f"## `{name}`" + (f" (`{kinds[0]}`)" if kinds else "")

@@ -80,6 +80,7 @@ class Generation(Event, kw_only=True):
     completion_tokens: int = 0
     attempts: int = 1
     expected_players: list[str] = []  # every player asked for this prompt
+    metadata: dict[str, Any] = {}  # the prompt's, carried for the verifier judge (checks)
 
 
 class Battle(Event, kw_only=True):
@@ -98,6 +99,7 @@ class Battle(Event, kw_only=True):
     answer_a: str
     answer_b: str
     target: str | None = None  # the target model's rated name when it plays
+    metadata: dict[str, Any] = {}  # the prompt's, for the verifier judge (checks, reference)
     of: int = 1  # how many battles this prompt formed: a reader knows when it has them all
     tokens_a: int = 0  # completion tokens of each answer, as its server counted (0: unknown)
     tokens_b: int = 0
@@ -111,7 +113,7 @@ class Game(msgspec.Struct, kw_only=True):
     score_b: float
     raw: str  # the judge's own output, verbatim
     explanation: str = ""
-    method: str = "parse"  # "parse" (free text), "structured" (schema-bound), "logprobs"
+    method: str = "parse"  # "parse", "structured" (schema-bound), "logprobs", "verifier"
     attempts: int = 1
 
 
@@ -131,6 +133,29 @@ class StyleCounts(msgspec.Struct, kw_only=True):
     bold_b: int
     lists_a: int
     lists_b: int
+
+
+class CheckResult(msgspec.Struct, kw_only=True):
+    """One programmatic check of one answer (see ``arena_stream.judges.checks``)."""
+
+    check: str  # the check's name: "words", "ends_with", "reference", a custom check's name
+    passed: bool
+    detail: str = ""  # what was found, e.g. "412 words, at most 300"
+
+
+class CheckReport(msgspec.Struct, kw_only=True):
+    """Which checks each answer passed, on a Judgment from a verifier or an ensemble.
+
+    The checks see one answer at a time, never its position: a verifier's two
+    games are the same results mapped to both orders, so it has no position bias.
+    """
+
+    a: list[CheckResult]  # model_a's answer
+    b: list[CheckResult]
+    passed_a: bool  # every check passed
+    passed_b: bool
+    decided: bool  # the checks decided this battle (an ensemble may leave it to its LLM)
+    version: str = ""  # the check library and configured checks, hashed
 
 
 class Judgment(Event, kw_only=True):
@@ -157,6 +182,7 @@ class Judgment(Event, kw_only=True):
     answer_a: str
     answer_b: str
     style: StyleCounts | None = None  # for `leaderboard --style-control`; None: count the answers
+    checks: CheckReport | None = None  # verifier / ensemble judges: each answer's checks
 
 
 class RatingUpdate(Event, kw_only=True):

@@ -75,9 +75,9 @@ def test_nobody_is_flagged_without_a_comparison() -> None:
     assert not any(h.suppression_suspected for h in health.values())
 
 
-def test_a_judge_outage_is_nobodys_fault() -> None:
+def test_a_judge_outage_or_a_broken_check_is_nobodys_fault() -> None:
     star = [("target@v0", c) for c in ("c1", "c2")]
-    for reason in ("connect", "timeout", "http_503", "http_429"):
+    for reason in ("connect", "timeout", "http_503", "http_429", "no_checks", "bad_check"):
         health = by_model(*arena(star, 10, "target@v0", reason))
         assert health["target@v0"].outages == 20 and health["target@v0"].dead_letters == 0
         assert not any(h.suppression_suspected for h in health.values())

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from arena_stream.cli.commands import testset as command
+from arena_stream.judges import difficulty
 from arena_stream.models.retry import CallFailed
 from arena_stream.offline import testset
 from tests.openai_stub import OpenAIStub, Reply, completion
@@ -187,7 +188,7 @@ def test_build_diverse_hard_cache_and_reproducibility(
         assert not hard_ids & UNRATEABLE
 
         # unreadable answers: asked 3 times, then cached as unrated
-        assert all(judge.rated[pid] == testset.RATING_ATTEMPTS for pid in UNRATEABLE)
+        assert all(judge.rated[pid] == difficulty.RATING_ATTEMPTS for pid in UNRATEABLE)
         entries = read(cache)
         unrated = {e["id"] for e in entries if e["difficulty"] is None}
         assert unrated == UNRATEABLE
@@ -208,11 +209,11 @@ def test_build_diverse_hard_cache_and_reproducibility(
 def test_edited_prompt_is_rated_again(tmp_path: Path) -> None:
     record = testset.PromptRecord("p1", 1, {"id": "p1", "prompt": "hi"}, "", "hi", "d1")
     edited = testset.PromptRecord("p1", 1, {"id": "p1", "prompt": "hey"}, "", "hey", "d2")
-    cache = testset.RatingCache(tmp_path / "c.jsonl", testset.rater_name("judge"))
+    cache = testset.RatingCache(tmp_path / "c.jsonl", difficulty.rater_name("judge"))
     cache.put(testset.Rating("p1", "d1", cache.rater, 4.0, "Difficulty: 4", 1))
-    reloaded = testset.RatingCache(tmp_path / "c.jsonl", testset.rater_name("judge"))
+    reloaded = testset.RatingCache(tmp_path / "c.jsonl", difficulty.rater_name("judge"))
     assert reloaded.get(record) is not None and reloaded.get(edited) is None
-    other_judge = testset.RatingCache(tmp_path / "c.jsonl", testset.rater_name("other"))
+    other_judge = testset.RatingCache(tmp_path / "c.jsonl", difficulty.rater_name("other"))
     assert other_judge.get(record) is None
     with open(tmp_path / "c.jsonl", "a", encoding="utf-8") as handle:
         handle.write('{"id": "p2", "dig')  # a torn line from a crash is skipped
@@ -239,7 +240,8 @@ async def test_failed_calls_are_not_cached(tmp_path: Path) -> None:
         testset.PromptRecord("bad", 2, {"id": "bad", "prompt": "broken"}, "", "broken", "b"),
     ]
     cache = testset.RatingCache(tmp_path / "c.jsonl", "judge|v")
-    ratings, stats = await testset.rate_prompts(records, FailingClient(), cache)
+    rater = difficulty.ParsedDifficulty(FailingClient(), model="judge")
+    ratings, stats = await testset.rate_prompts(records, rater, cache)
     assert ratings["ok"].difficulty == 9.0 and "bad" not in ratings
     assert (stats.asked, stats.failed) == (1, 1)
     assert [e["id"] for e in read(tmp_path / "c.jsonl")] == ["ok"]
@@ -256,7 +258,7 @@ async def test_failed_calls_are_not_cached(tmp_path: Path) -> None:
     ("Step 1 then step 2.", None),
 ])
 def test_parse_difficulty(reply: str, score: float | None) -> None:
-    assert testset.parse_difficulty(reply) == score
+    assert difficulty.parse_difficulty(reply) == score
 
 
 def test_cluster_clamps_to_distinct_prompts() -> None:
@@ -279,3 +281,177 @@ def test_diverse_only_needs_no_judge(tmp_path: Path, prompt_file: Path) -> None:
     items = read(out)
     assert Counter(i["cluster"] for i in items) == {0: 2, 1: 2, 2: 2, 3: 2}
     assert all(i["subset"] == "diverse" and "difficulty" not in i for i in items)
+
+
+# -- difficulty from any judge ------------------------------------------------------------
+
+
+class DigitScorer:
+    """A client with the token-scoring capability, scripted: it reads a prompt's difficulty
+    as a fixed split between "7" and a leading "1" that continues as "10" 80% of the time.
+    (tests/test_testset.py::test_bundled_model_rates_every_prompt runs the real model.)"""
+
+    def __init__(self, probs: list[float] | None = None) -> None:
+        self.probs = probs or [0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0]
+        self.readings: list[str] = []
+
+    async def token_probabilities(self, messages, reply_start, candidates):
+        assert "rating how DIFFICULT" in messages[-1]["content"]
+        self.readings.append(reply_start)
+        if reply_start.endswith(" 1"):
+            assert candidates == ["0"]
+            return [0.8]
+        assert candidates == [str(d) for d in range(10)]
+        return self.probs
+
+    async def token_probabilities_twice(self, *args, **kwargs):
+        raise AssertionError("difficulty needs no second score")
+
+    async def complete(self, messages, *, max_tokens=None):
+        raise AssertionError("a log-prob rater never asks for text")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_logprob_rater_reads_the_expected_difficulty(tmp_path: Path) -> None:
+    from arena_stream.config import JudgeConfig
+
+    scorer = DigitScorer()
+    rater = difficulty.build_difficulty_rater(JudgeConfig(model="m"), client=scorer)
+    assert isinstance(rater, difficulty.LogprobDifficulty)
+    assert rater.name == "m|difficulty-v1|logprobs"
+    reading = await rater.rate({"id": "x", "prompt": "Prove Fermat's last theorem."})
+    # 0.5 * 7 + 0.5 * (0.8 * 10 + 0.2 * 1)
+    assert reading.difficulty == pytest.approx(7.6) and reading.attempts == 1
+    assert scorer.readings == ["Difficulty: ", "Difficulty: 1"]
+
+    # no mass on "1": no second pass; probabilities that are no rating fail the call
+    lone = DigitScorer([0.0] * 9 + [1.0])
+    assert (await difficulty.LogprobDifficulty(lone, model="m").rate({"prompt": "p"})
+            ).difficulty == 9.0 and lone.readings == ["Difficulty: "]
+    for broken, reason in (([float("nan")] * 10, "not_finite"), ([0.0] * 10, "no_probability")):
+        with pytest.raises(CallFailed) as err:
+            await difficulty.LogprobDifficulty(DigitScorer(broken), model="m").rate({"prompt": "p"})
+        assert err.value.reason == reason
+
+    # a served judge keeps writing its rating; asking it for log-probs is a config error
+    from arena_stream.config import ConfigError
+
+    served = JudgeConfig(backend="openai", base_url="http://x/v1", model="m")
+    assert isinstance(difficulty.build_difficulty_rater(served), difficulty.ParsedDifficulty)
+    with pytest.raises(ConfigError):
+        difficulty.build_difficulty_rater(msgspec_replace(served, scoring="logprobs"))
+
+
+def printed_summary(out: str) -> dict[str, Any]:
+    """The build's JSON summary, after whatever the log printed before it."""
+    start = 0 if out.startswith("{") else out.index("\n{\n") + 1
+    return json.loads(out[start:])
+
+
+def msgspec_replace(spec: Any, **changes: Any) -> Any:
+    import msgspec
+
+    return msgspec.structs.replace(spec, **changes)
+
+
+def test_rating_template_is_configurable(tmp_path: Path, prompt_file: Path) -> None:
+    template = tmp_path / "rate.txt"
+    template.write_text("RATE THIS{context}: {conversation}\nAnswer 'Difficulty: N'.")
+    seen: list[str] = []
+
+    def handler(path: str, body: dict[str, Any]) -> Reply:
+        seen.append(body["messages"][0]["content"])
+        return Reply(body=completion("Difficulty: 6"))
+
+    with OpenAIStub(handler) as stub:
+        config = _config(tmp_path, stub.base_url)
+        config.write_text(config.read_text() + f'difficulty_template = "{template}"\n')
+        assert build(prompt_file, tmp_path / "t.jsonl", config, tmp_path / "c.jsonl") == 0
+    assert seen and all(s.startswith("RATE THIS") for s in seen)
+    rater = read(tmp_path / "c.jsonl")[0]["rater"]
+    assert rater.startswith("judge|d-") and rater != difficulty.rater_name("judge")
+
+    template.write_text("{conversation} {unknown}")
+    from arena_stream.config import ConfigError, JudgeConfig
+
+    with pytest.raises(ConfigError, match="difficulty_template"):
+        difficulty.load_difficulty_template(JudgeConfig(difficulty_template=str(template)))
+
+
+def test_a_judge_that_never_rates_fails_the_build_with_the_reason(
+    tmp_path: Path, prompt_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def handler(path: str, body: dict[str, Any]) -> Reply:
+        return Reply(body=completion("Here is a Python script that scrolls an LED screen..."))
+
+    out, cache = tmp_path / "t.jsonl", tmp_path / "c.jsonl"
+    with OpenAIStub(handler) as stub:
+        config = _config(tmp_path, stub.base_url)
+        assert build(prompt_file, out, config, cache) == 1
+        captured = capsys.readouterr()
+        errors = [line for line in captured.err.splitlines() if "error:" in line]
+        assert len(errors) == 1
+        assert "no hard prompt was kept: 80 of 80 pool prompts have no readable difficulty" \
+            in errors[0]
+        assert "LED screen" in errors[0] and f"ratings cache: {cache}" in errors[0]
+        assert not out.exists()
+        summary = printed_summary(captured.out)
+        assert (summary["hard_asked"], summary["hard_kept"]) == (10, 0)
+        assert summary["ratings"]["unrated"] == 80 and summary["difficulty"]["pool"] == {"n": 0}
+
+        # the diverse half can still be had, knowingly
+        parser = argparse.ArgumentParser()
+        command.add_arguments(parser)
+        args = parser.parse_args([
+            "build", "--prompts", str(prompt_file), "--out", str(out), "--config", str(config),
+            "--clusters", "4", "--per-cluster", "3", "--hard-pool", "25", "--hard", "10",
+            "--cache", str(cache), "--allow-partial",
+        ])
+        calls = len(stub.requests)
+        assert command.main(args) == 0
+        assert len(stub.requests) == calls  # unrated prompts come from the cache
+    assert "warning: no hard prompt was kept" in capsys.readouterr().err
+    assert len(read(out)) == 12
+
+
+def test_a_hard_subset_under_half_of_what_was_asked_is_an_error() -> None:
+    result = testset.BuildResult([], 2, 4, hard=4, pool=30, hard_asked=10,
+                                 pool_difficulties=[5.0] * 4)
+    assert testset.shortfall(result) is not None and "only 4 hard" in testset.shortfall(result)
+    assert testset.shortfall(testset.BuildResult([], 2, 4, hard=5, pool=30, hard_asked=10)) is None
+    # asked for more than the pool holds: judged against what the data allows
+    assert testset.shortfall(testset.BuildResult([], 2, 4, hard=6, pool=6, hard_asked=1000)) is None
+
+
+@pytest.mark.slow
+def test_bundled_model_rates_every_prompt(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                          ) -> None:
+    """Issue 17's check on a prompt file of our own (tests/data/varied_prompts.jsonl: 58
+    prompts from greetings to proofs; the 500 arena-hard questions are not available
+    offline): the embedded default's SmolLM2 judge rates every pooled prompt."""
+    prompts = Path(__file__).parent / "data" / "varied_prompts.jsonl"
+    ids = []
+    for n in range(2):  # twice from scratch: the same ids
+        out = tmp_path / f"t{n}.jsonl"
+        parser = argparse.ArgumentParser()
+        command.add_arguments(parser)
+        args = parser.parse_args([
+            "build", "--prompts", str(prompts), "--out", str(out), "--clusters", "25",
+            "--per-cluster", "2", "--hard-pool", "2", "--hard", "10", "--seed", "7",
+        ])
+        assert command.main(args) == 0
+        summary = printed_summary(capsys.readouterr().out)
+        assert summary["hard_kept"] == 10 and summary["ratings"]["unrated"] == 0
+        assert summary["difficulty"]["pool"]["n"] == summary["hard_pool"]
+        items = read(out)
+        hard = [i for i in items if i["subset"] == "hard"]
+        assert len(hard) == 10 and all(0.0 <= i["difficulty"] <= 10.0 for i in hard)
+        assert all(isinstance(i["cluster"], int) for i in items)
+        cached = read(Path(f"{out}.ratings.jsonl"))
+        assert all(c["rater"] == "smollm2|difficulty-v1|logprobs" for c in cached)
+        assert min(i["difficulty"] for i in hard) >= max(
+            c["difficulty"] for c in cached if c["id"] not in {i["id"] for i in hard})
+        ids.append([i["id"] for i in items])
+    assert ids[0] == ids[1]

@@ -141,9 +141,11 @@ async def judge_all(
                 continue
             ans_a, ans_b = answers[(a.name, p.id)], answers[(b.name, p.id)]
             bid = battle_id(p.id, a.name, b.name)
+            # A prompt's metadata (a verifier's checks) is part of what was judged.
+            checked = json.dumps(p.metadata, sort_keys=True) if p.metadata else ""
             key = hashlib.sha256(
                 f"{bid}\x1f{ans_a}\x1f{ans_b}\x1f{judge.template_version}\x1f{judge.name}"
-                .encode()
+                f"{checked}".encode()
             ).hexdigest()
             hit = cache.get(key)
             if hit is not None:
@@ -152,7 +154,7 @@ async def judge_all(
             todo.append((Battle(id=bid, prompt_id=p.id, mode="round-robin",
                                 messages=p.messages, category=p.category, model_a=a.name,
                                 model_b=b.name, player_a=a.spec.name, player_b=b.spec.name,
-                                answer_a=ans_a, answer_b=ans_b), key))
+                                answer_a=ans_a, answer_b=ans_b, metadata=p.metadata), key))
 
     async def one(battle: Battle, key: str) -> None:
         try:

@@ -20,14 +20,20 @@ Choices this module makes, on purpose:
 * A prompt in both halves appears once, with ``subset = "hard"`` (hardness is
   the rarer, paid-for property; the cluster id already records its topic) and
   ``subsets = ["diverse", "hard"]`` listing every membership.
+* Difficulty comes from any judge (:mod:`arena_stream.judges.difficulty`): an
+  in-process one is read from its token probabilities (always a rating), a
+  served one writes it, and an answer with no readable score is asked again
+  (with a reminder of the format); still unreadable, the prompt is recorded as
+  unrated (``difficulty`` null) and never counts as hard. A failed call
+  (network, server) is not cached, so the next run tries again.
 * Ratings are cached in a JSONL file keyed by prompt id, content hash and the
-  rater (judge model + rating template version): a re-run, or one after a
-  crash, asks only for what is missing, and an edited prompt or another judge
+  rater (judge model, rating template version, method): a re-run, or one after
+  a crash, asks only for what is missing, and an edited prompt or another judge
   is never served a stale score.
-* An answer with no readable score is asked again (with a reminder of the
-  format); still unreadable, the prompt is recorded as unrated (``difficulty``
-  null) and never counts as hard. A failed call (network, server) is not
-  cached, so the next run tries again.
+* A build never comes out without its hard half in silence: the summary counts
+  rated, unrated and failed prompts, the hard prompts kept against those asked
+  for, and the difficulty distribution of the pool and of the kept subset;
+  :func:`shortfall` says why a hard subset is too small to use.
 
 Everything random is drawn from ``seed``; the same input, seed and ratings give
 byte-identical output.
@@ -40,17 +46,17 @@ import hashlib
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
 import structlog
 
+from arena_stream.judges.difficulty import DifficultyRater
 from arena_stream.schemas.events import PromptIn
 
 log = structlog.get_logger(__name__)
@@ -61,9 +67,6 @@ DEFAULT_PER_CLUSTER = 2
 DEFAULT_HARD_POOL = 20
 DEFAULT_HARD = 1000
 
-RATING_TEMPLATE_VERSION = "difficulty-v1"
-RATING_ATTEMPTS = 3  # answers without a readable score before giving up on a prompt
-MAX_RATED_CHARS = 12_000  # longer conversations are cut in the middle for the judge
 
 DiversePick = Literal["random", "centroid"]
 
@@ -221,91 +224,6 @@ def sample_pool(labels: np.ndarray, per_cluster: int, rng: np.random.Generator) 
 # --------------------------------------------------------------------------- difficulty
 
 
-RATING_PROMPT = """\
-You are rating how DIFFICULT a request to an AI assistant is. Do not answer it.
-
-Consider what a correct, complete, high-quality answer would demand:
-- specialised knowledge (science, law, medicine, advanced mathematics, niche tools);
-- multi-step reasoning, planning, calculation or proof;
-- precise constraints to satisfy at once (format, length, style, edge cases);
-- creativity or depth beyond a stock answer;
-- code that must be correct and complete, not a sketch.
-
-Scale:
-0-2: trivial (greetings, a common fact, a one-line rewrite)
-3-4: easy (a standard explanation or short task most assistants get right)
-5-6: moderate (needs care, some expertise or several steps)
-7-8: hard (expert knowledge or long careful reasoning; many assistants would slip)
-9-10: very hard (research-level, intricate multi-constraint or long exact work)
-
-The request{context}:
-<<<
-{conversation}
->>>
-
-Reply with one short sentence of justification, then a last line of exactly this form:
-Difficulty: N
-where N is an integer from 0 to 10."""
-
-FORMAT_REMINDER = (
-    "Your reply did not end with a readable rating. Reply with only one line of the form "
-    "'Difficulty: N', N an integer from 0 to 10."
-)
-
-_LABELLED = re.compile(r"difficulty\W{0,5}(?:score|rating|level)?\W{0,5}(\d+(?:\.\d+)?)", re.I)
-_OUT_OF_TEN = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*(?:/|out of)\s*10(?!\d|\.\d)", re.I)
-_BARE = re.compile(r"\W*(\d+(?:\.\d+)?)\W*")
-
-
-def parse_difficulty(text: str) -> float | None:
-    """The 0-10 score in a judge's answer, or ``None`` when there is no unambiguous one.
-
-    Tried in order: the last "Difficulty: N" (a model that restates the scale
-    before concluding still counts by its conclusion), the last "N/10", then a
-    reply that is nothing but a number. Out-of-range numbers are not scores.
-    """
-    for pattern in (_LABELLED, _OUT_OF_TEN):
-        found = pattern.findall(text)
-        if found:
-            value = float(found[-1])
-            return value if 0.0 <= value <= 10.0 else None
-    bare = _BARE.fullmatch(text.strip())
-    if bare:
-        value = float(bare.group(1))
-        return value if 0.0 <= value <= 10.0 else None
-    return None
-
-
-def render_conversation(raw: dict[str, Any], *, limit: int = MAX_RATED_CHARS) -> tuple[str, bool]:
-    """The conversation as the rater sees it, and whether it has several turns."""
-    messages = raw.get("messages") or [{"role": "user", "content": raw.get("prompt") or ""}]
-    if len(messages) == 1:
-        text = str(messages[0].get("content") or "")
-    else:
-        text = "\n\n".join(
-            f"[{str(m.get('role', 'user')).upper()}]\n{m.get('content') or ''}" for m in messages
-        )
-    if len(text) > limit:
-        half = limit // 2
-        text = f"{text[:half]}\n[... {len(text) - limit} characters omitted ...]\n{text[-half:]}"
-    return text, len(messages) > 1
-
-
-def rating_messages(raw: dict[str, Any]) -> list[dict[str, str]]:
-    """The judge conversation that asks for one prompt's difficulty."""
-    text, multi = render_conversation(raw)
-    context = " (a conversation; rate its LAST user turn, in context)" if multi else ""
-    return [{"role": "user", "content": RATING_PROMPT.format(context=context, conversation=text)}]
-
-
-class Completer(Protocol):
-    """What rating needs from a model client (see :mod:`arena_stream.players`)."""
-
-    async def complete(
-        self, messages: list[dict[str, str]], *, max_tokens: int | None = None
-    ) -> Any: ...
-
-
 @dataclass
 class Rating:
     """A prompt's difficulty, or ``None`` with the judge's last unreadable answer."""
@@ -348,10 +266,15 @@ class RatingCache:
                     item = json.loads(line)
                     if item.get("rater") != self.rater:
                         continue
+                    difficulty = item["difficulty"]
+                    if difficulty is not None and not (
+                        isinstance(difficulty, int | float) and not isinstance(difficulty, bool)
+                        and math.isfinite(difficulty) and 0.0 <= difficulty <= 10.0
+                    ):
+                        continue  # an edited or corrupted line: rate that prompt again
                     rating = Rating(
                         id=str(item["id"]), digest=str(item["digest"]), rater=self.rater,
-                        difficulty=None if item["difficulty"] is None
-                        else float(item["difficulty"]),
+                        difficulty=None if difficulty is None else float(difficulty),
                         raw=str(item.get("raw", "")), attempts=int(item.get("attempts", 1)),
                         status="ok" if item["difficulty"] is not None else "unparseable",
                     )
@@ -372,34 +295,12 @@ class RatingCache:
             handle.flush()
 
 
-def rater_name(judge_model: str) -> str:
-    """Cache identity of a rater: a different judge or template means new ratings."""
-    return f"{judge_model}|{RATING_TEMPLATE_VERSION}"
-
-
-async def rate_one(
-    client: Completer, record: PromptRecord, rater: str, *, attempts: int = RATING_ATTEMPTS
-) -> Rating:
-    """Ask for one prompt's difficulty; unreadable answers are re-asked with a reminder.
-
-    Raises :class:`~arena_stream.retry.CallFailed` when the call itself fails
-    (after the client's own retries): that is not a property of the prompt and
-    must not be cached.
-    """
-    messages = rating_messages(record.raw)
-    reply = ""
-    for attempt in range(1, attempts + 1):
-        completion = await client.complete(messages)
-        reply = str(getattr(completion, "text", completion))
-        score = parse_difficulty(reply)
-        if score is not None:
-            return Rating(record.id, record.digest, rater, score, reply, attempt)
-        messages = [
-            *messages[:1],
-            {"role": "assistant", "content": reply},
-            {"role": "user", "content": FORMAT_REMINDER},
-        ]
-    return Rating(record.id, record.digest, rater, None, reply, attempts, status="unparseable")
+async def rate_one(rater: DifficultyRater, record: PromptRecord) -> Rating:
+    """One prompt's difficulty from ``rater``; ``CallFailed`` when the call itself fails."""
+    reading = await rater.rate(record.raw)
+    return Rating(record.id, record.digest, rater.name, reading.difficulty, reading.raw,
+                  reading.attempts, status="ok" if reading.difficulty is not None
+                  else "unparseable")
 
 
 @dataclass
@@ -415,13 +316,14 @@ class RatingStats:
 
 
 async def rate_prompts(
-    records: Sequence[PromptRecord], client: Completer, cache: RatingCache, *,
-    attempts: int = RATING_ATTEMPTS, retry_unrated: bool = False,
+    records: Sequence[PromptRecord], rater: DifficultyRater, cache: RatingCache, *,
+    retry_unrated: bool = False,
 ) -> tuple[dict[str, Rating], RatingStats]:
     """Difficulty of every record, from the cache where possible, the rest concurrently.
 
-    Concurrency is bounded by the client itself (``concurrency`` in its config),
-    so all requests are started at once and queue there.
+    Concurrency is bounded by the judge's client itself (``concurrency`` in its
+    config, or the in-process engine's batch), so all requests are started at once
+    and queue there.
     """
     from arena_stream.models.retry import CallFailed
 
@@ -438,7 +340,7 @@ async def rate_prompts(
 
     async def one(record: PromptRecord) -> None:
         try:
-            rating = await rate_one(client, record, cache.rater, attempts=attempts)
+            rating = await rate_one(rater, record)
         except CallFailed as exc:
             stats.failed += 1
             stats.errors.append(f"{record.id}: {exc}")
@@ -481,9 +383,18 @@ class BuildResult:
     records: list[dict[str, Any]]
     clusters: int
     diverse: int
-    hard: int
-    pool: int
+    hard: int  # hard prompts kept
+    pool: int  # prompts rated for difficulty (or meant to be)
     rating: RatingStats | None = None
+    hard_asked: int = 0
+    pool_difficulties: list[float] = field(default_factory=list)  # the rated pool prompts
+    hard_difficulties: list[float] = field(default_factory=list)  # the kept ones
+    unrated: list[Rating] = field(default_factory=list)  # pool prompts with no readable rating
+
+    @property
+    def hard_target(self) -> int:
+        """The hard prompts the data allows of those asked for (the pool bounds them)."""
+        return min(self.hard_asked, self.pool)
 
 
 def select(
@@ -546,22 +457,69 @@ def assemble(
 
 async def build(
     records: Sequence[PromptRecord], embeddings: np.ndarray, options: BuildOptions, *,
-    client: Completer | None, cache: RatingCache | None, retry_unrated: bool = False,
+    rater: DifficultyRater | None, cache: RatingCache | None, retry_unrated: bool = False,
 ) -> BuildResult:
     """Select, rate the hard pool, and assemble the mixed test set."""
     labels, diverse, pool = select(records, embeddings, options)
     ratings: dict[str, Rating] = {}
     stats: RatingStats | None = None
     if pool:
-        if client is None or cache is None:
-            raise ValueError("a hard subset needs a judge client and a rating cache")
+        if rater is None or cache is None:
+            raise ValueError("a hard subset needs a difficulty rater and a rating cache")
         ratings, stats = await rate_prompts(
-            [records[i] for i in pool], client, cache, retry_unrated=retry_unrated
+            [records[i] for i in pool], rater, cache, retry_unrated=retry_unrated
         )
     hard = hardest(pool, records, ratings, options.hard)
     items = assemble(records, labels, diverse, hard, ratings)
     n_clusters = int(labels.max()) + 1 if len(labels) else 0
-    return BuildResult(items, n_clusters, len(diverse), len(hard), len(pool), stats)
+    pooled = [ratings[records[i].id] for i in pool if records[i].id in ratings]
+    return BuildResult(
+        items, n_clusters, len(diverse), len(hard), len(pool), stats, hard_asked=options.hard,
+        pool_difficulties=[r.difficulty for r in pooled if r.difficulty is not None],
+        hard_difficulties=[ratings[records[i].id].difficulty or 0.0 for i in hard],
+        unrated=[r for r in pooled if r.difficulty is None],
+    )
+
+
+def shortfall(result: BuildResult) -> str | None:
+    """Why the hard subset is unusable (empty, or under half of what the data allows), or None.
+
+    The reason names what went wrong with the ratings, so that a user sees at once
+    whether the judge cannot rate (unreadable replies) or could not be reached.
+    """
+    target = result.hard_target
+    if result.hard_asked <= 0 or target <= 0 or (result.hard * 2 >= target and result.hard > 0):
+        return None
+    what = ("no hard prompt was kept" if result.hard == 0 else
+            f"only {result.hard} hard prompts were kept of {target} asked for")
+    causes = []
+    if result.unrated:
+        last = result.unrated[-1].raw.strip().replace("\n", " ")
+        causes.append(f"{len(result.unrated)} of {result.pool} pool prompts have no readable "
+                      f"difficulty (the judge's last reply: {last[:80]!r})")
+    failed = result.rating.failed if result.rating is not None else 0
+    if failed:
+        causes.append(f"{failed} rating calls failed ({result.rating.errors[-1][:120]})"
+                      if result.rating is not None and result.rating.errors
+                      else f"{failed} rating calls failed")
+    if not causes:
+        causes.append(f"only {len(result.pool_difficulties)} pool prompts were rated")
+    return f"{what}: {'; '.join(causes)}"
+
+
+def difficulty_distribution(values: Sequence[float]) -> dict[str, Any]:
+    """Count, range, mean, median and a 0..10 histogram (by rounded value) of difficulties."""
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+    histogram = {str(d): 0 for d in range(11)}
+    for v in ordered:
+        histogram[str(min(10, max(0, round(v))))] += 1
+    return {
+        "n": len(ordered), "min": round(ordered[0], 3), "median": round(float(np.median(
+            ordered)), 3), "mean": round(math.fsum(ordered) / len(ordered), 3),
+        "max": round(ordered[-1], 3), "histogram": histogram,
+    }
 
 
 def write_jsonl(path: str | os.PathLike[str], items: Sequence[dict[str, Any]]) -> None:
@@ -587,6 +545,14 @@ def summary(result: BuildResult, bad: Sequence[BadLine], total: int) -> dict[str
         out["ratings"] = {
             "cached": r.cached, "asked": r.asked, "calls": r.calls,
             "unparseable": r.unparseable, "failed": r.failed,
+            "rated": len(result.pool_difficulties), "unrated": len(result.unrated),
+        }
+    if result.hard_asked > 0:
+        out["hard_asked"] = result.hard_asked
+        out["hard_kept"] = result.hard
+        out["difficulty"] = {
+            "pool": difficulty_distribution(result.pool_difficulties),
+            "hard": difficulty_distribution(result.hard_difficulties),
         }
     if result.records:
         rated = [x["difficulty"] for x in result.records if "difficulty" in x]

@@ -9,10 +9,12 @@ whose share is far above what the rest of the arena sees.
 
 **What is counted.** Battles, each once: a battle judged at least once counts as
 judged (a dead letter later republished and judged is not suppressed), one
-dead-lettered and never judged counts as a dead letter. Outages of the judge
-(``connect``, ``timeout``, ``transport``, HTTP 429 and 5xx) are counted apart:
-they do not depend on what an answer says, and a judge that is down for a while
-must not make the busiest player look guilty.
+dead-lettered and never judged counts as a dead letter. Failures no answer can
+cause are counted apart, as ``outages``: the judge unreachable or overloaded
+(``connect``, ``timeout``, ``transport``, HTTP 429 and 5xx) and a prompt the
+verifier cannot check (``no_checks``, ``bad_check``). A judge that is down for a
+while, or a prompt with a broken check, must not make the busiest player look
+guilty.
 
 **The flag** (:class:`SuppressionRule`, defaults in brackets). A player is
 flagged when at least ``min_dead`` [5] of its battles, and at least
@@ -45,8 +47,10 @@ import msgspec
 
 from arena_stream.schemas import DeadLetter, Judgment
 
-# Dead-letter reasons that say the judge was unavailable, whatever the answers were.
-OUTAGE_REASONS = frozenset({"connect", "timeout", "transport", "http_429"})
+# Dead-letter reasons no answer can cause: the judge was unavailable, or the prompt's
+# checks could not be run, whatever the answers were.
+OUTAGE_REASONS = frozenset({"connect", "timeout", "transport", "http_429", "no_checks",
+                            "bad_check"})
 
 
 def is_outage(reason: str) -> bool:
@@ -67,7 +71,7 @@ class SuppressionRule(msgspec.Struct, frozen=True, kw_only=True):
 class PairCounts(msgspec.Struct):
     judged: int = 0
     dead: int = 0  # answer-dependent judge dead letters
-    outages: int = 0  # judge dead letters for an outage
+    outages: int = 0  # judge dead letters no answer can cause (OUTAGE_REASONS)
 
 
 class JudgeHealth(msgspec.Struct, kw_only=True):

@@ -6,6 +6,12 @@ the prompts with K-Means over sentence embeddings, takes a few per cluster
 pool and keeps the hardest (hard). Defaults are the paper's (500 clusters,
 2 per cluster, a pool of 20 per cluster, 1000 hard), clamped to the data.
 Ratings are cached (``--cache``), so an interrupted build resumes where it stopped.
+Any judge rates: an in-process one from its token probabilities, a served one in
+writing (``[judge] scoring``, ``[judge] difficulty_template``). The summary counts
+rated and unrated prompts and the hard prompts kept against those asked for,
+with the difficulty distribution of the pool and of the hard subset; a hard
+subset that is empty or under half of what was asked for is an error (exit 1,
+nothing written) unless ``--allow-partial``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="ask again for prompts cached as unrated (unreadable judge answers)")
     b.add_argument("--embedding-model", help="sentence-transformers model directory "
                    "(default: bundled all-MiniLM-L6-v2)")
+    b.add_argument("--allow-partial", action="store_true",
+                   help="write the test set even when the hard subset is empty or under "
+                   "half of --hard")
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -77,32 +86,41 @@ def main(args: argparse.Namespace) -> int:
     )
     vectors = embed([r.text for r in records], model_path=args.embedding_model)
 
-    client = None
+    rater = None
     cache = None
+    cache_path = args.cache or f"{args.out}.ratings.jsonl"
     if options.hard > 0:
         from arena_stream.config import load
-        from arena_stream.models.clients import build_client
+        from arena_stream.judges.difficulty import build_difficulty_rater
 
         config = load(args.config)
-        client = build_client(config.judge, "judge")
-        cache = testset.RatingCache(
-            args.cache or f"{args.out}.ratings.jsonl", testset.rater_name(config.judge.model)
-        )
+        rater = build_difficulty_rater(config.judge)
+        cache = testset.RatingCache(cache_path, rater.name)
 
     async def run() -> testset.BuildResult:
         try:
             return await testset.build(
-                records, vectors, options, client=client, cache=cache,
+                records, vectors, options, rater=rater, cache=cache,
                 retry_unrated=args.retry_unrated,
             )
         finally:
-            if client is not None:
-                await client.aclose()
+            if rater is not None:
+                await rater.aclose()
 
     result = asyncio.run(run())
-    testset.write_jsonl(args.out, result.records)
     print(json.dumps(testset.summary(result, bad, len(records) + len(bad)), indent=2))
+    problem = testset.shortfall(result)
+    if problem and not args.allow_partial:
+        print(f"arena-stream testset: error: {problem}; nothing written to {args.out}; "
+              f"ratings cache: {cache_path} (a new run resumes from it: failed calls are "
+              "asked again, unrated prompts with --retry-unrated; --allow-partial writes "
+              "what there is)", file=sys.stderr)
+        return 1
+    testset.write_jsonl(args.out, result.records)
+    if problem:
+        print(f"arena-stream testset: warning: {problem} (--allow-partial: written anyway)",
+              file=sys.stderr)
     if result.rating is not None and result.rating.failed:
         print(f"arena-stream testset: {result.rating.failed} rating calls failed "
-              "(not cached; run again to retry them)", file=sys.stderr)
+              f"(not cached; run again to retry them; cache: {cache_path})", file=sys.stderr)
     return 0
