@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from arena_stream.cli.commands.leaderboard import parse_time
+from arena_stream.cli.arguments import time_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     judges.add_argument("--config", help="the arena's TOML configuration")
     judges.add_argument("--rejudged", metavar="NAME",
                         help="the second judge's run (`rejudge --name NAME`)")
-    judges.add_argument("--from", dest="from_time", type=parse_time, metavar="T",
+    judges.add_argument("--from", dest="from_time", type=time_arg, metavar="T",
                         help="first live judgment time (ISO-8601 or unix seconds)")
-    judges.add_argument("--to", dest="to_time", type=parse_time, metavar="T",
+    judges.add_argument("--to", dest="to_time", type=time_arg, metavar="T",
                         help="last live judgment time (ISO-8601 or unix seconds)")
     parser.add_argument("--json", action="store_true", help="print the measures as JSON")
 
