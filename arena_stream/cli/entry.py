@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 COMMANDS: dict[str, str] = {
     "run": "the whole flywheel in one process (embedded default without --config)",
+    "check": "check a config and what it points at: secrets, files, broker, models",
     "broker": "the embedded Kafka-compatible broker, in the foreground",
     "worker": "the stream agents (run one per partition)",
     "publish": "publish prompts from a JSONL file",
@@ -36,6 +37,9 @@ COMMANDS: dict[str, str] = {
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Commands whose own output says what is going on: logs below this level would only
+# repeat it (run's live display; check's one line per check).
+DEFAULT_LEVEL = {"run": "warning", "check": "error"}
 EXIT_USER_ERROR = 2
 
 
@@ -59,7 +63,7 @@ def _add_global_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--log-level", type=str.lower, choices=LOG_LEVELS, metavar="LEVEL",
         default=None if top else argparse.SUPPRESS,
         help=f"{', '.join(LOG_LEVELS)} (default: info; warning for run, whose display "
-        "shows the progress)",
+        "shows the progress; error for check)",
     )
     parser.add_argument("--log-json", action="store_true",
                         default=False if top else argparse.SUPPRESS,
@@ -98,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from arena_stream.logging import configure
 
-    level = args.log_level or ("warning" if args.command == "run" else "info")
+    level = args.log_level or DEFAULT_LEVEL.get(args.command, "info")
     configure(level=level, json=args.log_json)
     module = importlib.import_module(f"arena_stream.cli.commands.{args.command}")
     try:
@@ -115,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc(file=sys.stderr)
-        print(f"arena-stream {args.command}: error: {line}", file=sys.stderr)
+        for part in line.splitlines():  # several problems (a config's): one line each
+            print(f"arena-stream {args.command}: error: {part.strip()}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 

@@ -24,9 +24,10 @@ class CheckResult:
     name: str
     ok: bool
     detail: str = ""
+    skipped: bool = False  # could not be checked because another check failed (ok is True)
 
     def line(self) -> str:
-        status = "ok  " if self.ok else "FAIL"
+        status = "skip" if self.skipped else "ok  " if self.ok else "FAIL"
         return f"{status} {self.name}" + (f": {self.detail}" if self.detail else "")
 
 

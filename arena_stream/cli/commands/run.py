@@ -34,6 +34,7 @@ def main(args: argparse.Namespace) -> int:
 
     import msgspec
 
+    from arena_stream.cli.checks import require_environment
     from arena_stream.cli.flywheel_run import run_flywheel
     from arena_stream.config import load, secrets
     from arena_stream.datasets.prompts import bundled_prompts_path, read_prompt_file
@@ -46,6 +47,7 @@ def main(args: argparse.Namespace) -> int:
         config = msgspec.structs.replace(
             config, training=msgspec.structs.replace(config.training, enabled=False)
         )
+    require_environment(config, "run")  # secrets, files, model directory: before starting
     path = args.prompts or bundled_prompts_path()
     lines, bad = read_prompt_file(path, config.limits)
     for n, reason in bad:

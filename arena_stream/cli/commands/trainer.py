@@ -19,12 +19,14 @@ def main(args: argparse.Namespace) -> int:
     import contextlib
     import signal
 
+    from arena_stream.cli.checks import require_environment
     from arena_stream.config import load, secrets
     from arena_stream.logging import redact
     from arena_stream.trainers.service import TrainerService
 
     config = load(args.config)
     redact(*secrets(config))
+    require_environment(config, "trainer")  # secrets, files, model directory: before waiting
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -30,6 +30,7 @@ def main(args: argparse.Namespace) -> int:
     import sys
     import threading
 
+    from arena_stream.cli.checks import require_environment
     from arena_stream.config import load, secrets
     from arena_stream.kafka.io import ensure_ready
     from arena_stream.logging import redact
@@ -37,6 +38,7 @@ def main(args: argparse.Namespace) -> int:
 
     config = load(args.config)
     redact(*secrets(config))
+    require_environment(config, "worker")  # secrets, files, model directory: before waiting
     if not config.broker.bootstrap_servers:
         raise SystemExit("worker needs [broker] bootstrap_servers (or use 'arena-stream run')")
 
