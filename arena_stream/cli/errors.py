@@ -61,9 +61,11 @@ def explain(exc: BaseException) -> str | None:
 
     if isinstance(exc, ConfigError | UserError):
         return str(exc)
-    unavailable = _loaded("arena_stream.models.clients", "ModelUnavailable")
-    if unavailable is not None and isinstance(exc, unavailable):
-        return str(exc)
+    for module, name in (("arena_stream.models.clients", "ModelUnavailable"),
+                         ("arena_stream.datasets.sources", "InputError")):
+        known = _loaded(module, name)
+        if known is not None and isinstance(exc, known):
+            return str(exc)
     missing = _missing_module(exc)
     if missing is not None:
         text = str(exc) if exc is not missing else f"the Python package {missing.name!r} is missing"

@@ -54,7 +54,9 @@ def _non_negative_float(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--battles", metavar="FILE", help="LMArena battles, JSONL or Parquet")
+    source.add_argument("--battles", metavar="FILE",
+                        help="LMArena battles: JSON lines, a JSON array (LMArena's published "
+                        "file) or Parquet")
     source.add_argument("--config", metavar="FILE", help="read judgments from the Kafka topic")
     parser.add_argument("--from", dest="from_time", type=time_arg, metavar="T",
                         help="with --config: first judgment time (ISO-8601 or unix seconds)")
