@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "trainer": "consume training jobs and train new target versions",
     "leaderboard": "Bradley-Terry leaderboard with 95%% intervals",
     "replay": "read a topic back for a time or offset window",
+    "export": "SFT, DPO, battles or judgments as Parquet, JSONL or a Hugging Face dataset",
     "audit": "recompute every rating from the judgments log and compare",
     "deadletter": "list dead-lettered messages, re-publish fixed ones",
     "testset": "build a WizardArena-style offline test set",

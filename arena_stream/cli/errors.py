@@ -62,7 +62,8 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, ConfigError | UserError):
         return str(exc)
     for module, name in (("arena_stream.models.clients", "ModelUnavailable"),
-                         ("arena_stream.datasets.sources", "InputError")):
+                         ("arena_stream.datasets.sources", "InputError"),
+                         ("arena_stream.datasets.export", "ExportError")):
         known = _loaded(module, name)
         if known is not None and isinstance(exc, known):
             return str(exc)
