@@ -221,3 +221,20 @@ def test_schema_covers_the_shipped_configs_and_carries_ranges(path: str) -> None
     ratings = schema["$defs"]["RatingsConfig"]["properties"]
     assert ratings["k"]["exclusiveMinimum"] == 0 and ratings["k"]["default"] == 4.0
     assert schema["$defs"]["TrainingConfig"]["properties"]["sft_batch"]["minimum"] == 1
+
+
+def test_only_some_checks(broker, tmp_path, capsys) -> None:
+    """What the trainer's container health check runs: no model server is asked."""
+    text = config_text(bootstrap=broker.address, url="http://127.0.0.1:1/v1", prefix="chk5.",
+                       app_id="chk-5", data_dir=str(tmp_path / "d"))
+    text = text.replace("enabled = false", f'enabled = true\nmodel_dir = "{tmp_path / "m"}"')
+    code = main(["check", "--config", _write(tmp_path, text), "--only", "broker,model-dir"])
+    lines = _lines(capsys.readouterr().out)
+    assert code == 0, lines
+    assert [line.split()[1] for line in lines] == ["config", "model", "broker"]
+
+
+def test_only_rejects_unknown_checks(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["check", "--config", "x.toml", "--only", "broker,modles"])
+    assert "unknown check(s) modles; choose from secrets, files" in capsys.readouterr().err

@@ -152,10 +152,28 @@ async def model_checks(config: Config) -> list[CheckResult]:
     return list(await asyncio.gather(*(one(label, spec) for label, spec in specs)))
 
 
-async def service_checks(config: Config) -> list[CheckResult]:
-    """The checks that reach out: the training checkpoint, the broker and every model."""
+async def run_checks(config: Config, only: frozenset[str] | set[str]) -> list[CheckResult]:
+    """The named checks (secrets, files, model-dir, checkpoint, broker, models), in that order.
+
+    The network checks (broker, models) run concurrently: a dead server costs its
+    start-up timeout once, not once per check.
+    """
     from arena_stream.models.preflight import check_base_checkpoint
 
-    base = check_base_checkpoint(config)
-    broker, models = await asyncio.gather(broker_check(config), model_checks(config))
-    return ([base] if base is not None else []) + [broker, *models]
+    results = secret_checks(config, "check") if "secrets" in only else []
+    results += file_checks(config) if "files" in only else []
+    for name, check in (("model-dir", model_dir_check), ("checkpoint", check_base_checkpoint)):
+        found = check(config) if name in only else None
+        if found is not None:
+            results.append(found)
+    remote = await asyncio.gather(
+        broker_check(config) if "broker" in only else _nothing(),
+        model_checks(config) if "models" in only else _nothing(),
+    )
+    for found in remote:
+        results.extend(found if isinstance(found, list) else [found] if found else [])
+    return results
+
+
+async def _nothing() -> None:
+    return None

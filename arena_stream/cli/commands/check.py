@@ -6,7 +6,9 @@ files it names, the model directory (writable), the checkpoint training
 starts from, the broker (within ``[broker] connect_timeout_s``), and every
 player and the judge (servers reached and serving the model, local models
 loaded). A typo in the config does not stop the other checks: the key is left
-at its default for them. Exit status 0 when every check passed, 1 otherwise.
+at its default for them. ``--only`` limits the checks after the config's own
+(a container health check: ``--only broker,model-dir``). Exit status 0 when
+every check passed, 1 otherwise.
 
 ``--schema`` prints the config's JSON Schema instead, for editors: save it
 and put ``#:schema ./arena.schema.json`` at the top of the TOML file (Taplo,
@@ -17,12 +19,26 @@ from __future__ import annotations
 
 import argparse
 
+CHECKS = ("secrets", "files", "model-dir", "checkpoint", "broker", "models")
+
+
+def _only(text: str) -> frozenset[str]:
+    chosen = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(chosen - set(CHECKS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown check(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(CHECKS)}")
+    return chosen
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--config", help="TOML configuration file to check")
     what.add_argument("--schema", action="store_true",
                       help="print the config's JSON Schema (for editors) and exit")
+    parser.add_argument("--only", type=_only, metavar="CHECK,...",
+                        help=f"after the config, only these checks ({', '.join(CHECKS)}); "
+                        "e.g. a container health check: --only broker,model-dir")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -36,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
     if args.schema:
         print(json.dumps(json_schema(), indent=2))
         return 0
-    from arena_stream.cli.checks import environment_checks, service_checks
+    from arena_stream.cli.checks import run_checks
     from arena_stream.models.preflight import CheckResult
 
     path = Path(args.config)
@@ -56,8 +72,6 @@ def main(args: argparse.Namespace) -> int:
         print("(the config cannot be used as it is: the other checks did not run)",
               file=sys.stderr)
         return 1
-    local = environment_checks(config, "check")
-    show(local)
-    remote = asyncio.run(service_checks(config))
-    show(remote)
-    return 0 if all(r.ok for r in [*results, *local, *remote]) else 1
+    rest = asyncio.run(run_checks(config, args.only or frozenset(CHECKS)))
+    show(rest)
+    return 0 if all(r.ok for r in [*results, *rest]) else 1
