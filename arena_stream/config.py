@@ -69,7 +69,7 @@ class ModelConfig(_Section):
     """What players and the judge share: where the model is and how to decode."""
 
     backend: Backend = "transformers"
-    model: str = "smollm2"  # served name, local path, or "smollm2" (bundled)
+    model: str = "smollm2"  # served name, local path, hub id (OWNER/NAME), or "smollm2"
     base_url: str | None = None  # openai backend: ".../v1"
     api_key_env: str | None = None  # name of the variable holding the API key
     system_prompt: str | None = None
@@ -151,7 +151,7 @@ class TrainingConfig(_Section):
     # The order jobs fire in, repeated: each entry is a kind of arena_stream/arena/kinds.py.
     schedule: list[str] = msgspec.field(default_factory=lambda: ["sft", "dpo"])
     model_dir: str = ".arena-stream/models"
-    # The checkpoint the target's versions are trained from (a path, or "smollm2").
+    # The checkpoint the target's versions are trained from (a path, a hub id, "smollm2").
     # Default: the target's `model` when it is in-process (transformers / vllm);
     # set it when the target is served over HTTP under another name.
     base_checkpoint: str | None = None
