@@ -183,6 +183,8 @@ def test_judgments_as_parquet_within_an_offset_window(filled, tmp_path) -> None:
      "nothing to export: no sft records in the selection"),
     (["--kind", "dpo", "--out", "{tmp}/x.csv"], "cannot tell the format of"),
     (["--kind", "dpo", "--out", "{tmp}"], "is a directory with other files in it"),
+    (["--kind", "kto", "--out", "{tmp}/x.jsonl"],
+     "unknown kind 'kto'; known: sft, dpo, battles, judgments"),
 ])
 def test_export_mistakes_are_one_line(filled, tmp_path, capsys, argv: list[str],
                                       message: str) -> None:

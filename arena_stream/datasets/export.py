@@ -1,20 +1,20 @@
 """What the flywheel produced, as datasets the rest of the ecosystem loads without conversion.
 
-Four kinds, read from their topic (all of it, or a replay window):
+What can be exported, read from its topic (all of it, or a replay window):
 
-- ``sft``: TRL's conversational prompt/completion rows (``prompt`` and
-  ``completion`` as message lists), exactly what the trainer trains on
-  (:func:`arena_stream.trainers.sft.sft_example`);
-- ``dpo``: TRL's conversational preference rows (``prompt``, ``chosen``,
-  ``rejected`` as message lists; :func:`arena_stream.trainers.dpo.dpo_example`);
+- every training kind of :mod:`arena_stream.arena.kinds` (``sft``, ``dpo``):
+  the rows its own dataset builder makes, which is exactly what the trainer
+  trains on: TRL's conversational prompt/completion rows for SFT, its
+  conversational preference rows (``prompt``, ``chosen``, ``rejected`` as
+  message lists) for DPO;
 - ``battles``: LMArena's battle format (``model_a``, ``model_b``, ``winner``,
   ``tstamp``, ``judge``, ``conversation_a`` / ``conversation_b``), which
   ``arena-stream leaderboard --battles`` and LMArena's own notebooks read;
 - ``judgments``: the judgment events as they are, both games included.
 
-Each row also carries where it came from (sample, battle and prompt ids,
-models, margin), so a user can filter or trace it; trainers ignore columns
-they do not use. Kafka delivers at least once, so a sample or judgment may
+Training rows also carry the sample's own scalar fields (sample, battle and
+prompt ids, models, margin), so a user can filter or trace them; trainers
+ignore columns they do not use. Kafka delivers at least once, so a sample or judgment may
 sit on its topic twice: the export keeps the first of each id, as the trainer
 and the rating log do.
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,12 +35,11 @@ from typing import Any, Literal
 import msgspec
 
 from arena_stream.config import Config
-from arena_stream.schemas.events import DPOPair, Judgment, SFTSample
+from arena_stream.schemas.events import Judgment
 
-Kind = Literal["sft", "dpo", "battles", "judgments"]
 Format = Literal["parquet", "jsonl", "hf"]
-KINDS: tuple[Kind, ...] = ("sft", "dpo", "battles", "judgments")
 FORMATS: tuple[Format, ...] = ("parquet", "jsonl", "hf")
+EVENT_KINDS = ("battles", "judgments")  # besides the training kinds
 
 
 class ExportError(ValueError):
@@ -56,23 +55,6 @@ class Exported:
     undecodable: int  # records on the topic that are not this kind of event
     path: Path
     format: Format
-
-
-def sft_row(sample: SFTSample) -> dict[str, Any]:
-    from arena_stream.trainers.sft import sft_example
-
-    return {**sft_example(sample), "id": sample.id, "battle_id": sample.battle_id,
-            "prompt_id": sample.prompt_id, "round": sample.round, "winner": sample.winner,
-            "loser": sample.loser, "margin": sample.margin}
-
-
-def dpo_row(pair: DPOPair) -> dict[str, Any]:
-    from arena_stream.trainers.dpo import dpo_example
-
-    return {**dpo_example(pair), "id": pair.id, "battle_id": pair.battle_id,
-            "prompt_id": pair.prompt_id, "round": pair.round,
-            "chosen_model": pair.chosen_model, "rejected_model": pair.rejected_model,
-            "margin": pair.margin}
 
 
 def battle_row(judgment: Judgment) -> dict[str, Any]:
@@ -100,14 +82,27 @@ def judgment_row(judgment: Judgment) -> dict[str, Any]:
     return msgspec.to_builtins(judgment)  # type: ignore[no-any-return]
 
 
-# kind -> (topic key, event type, id of one item, row builder)
-SOURCES: dict[Kind, tuple[str, type[Any], Callable[[Any], str], Callable[[Any], dict[str, Any]]]]
-SOURCES = {
-    "sft": ("sft", SFTSample, lambda s: s.id, sft_row),
-    "dpo": ("dpo", DPOPair, lambda p: p.id, dpo_row),
-    "battles": ("judgments", Judgment, lambda j: j.battle_id, battle_row),
-    "judgments": ("judgments", Judgment, lambda j: j.battle_id, judgment_row),
-}
+def kinds() -> list[str]:
+    """Everything ``export --kind`` takes: the training kinds, then battles and judgments."""
+    from arena_stream.arena.kinds import KINDS
+
+    return [*KINDS, *EVENT_KINDS]
+
+
+def training_rows(kind: str, samples: Sequence[Any]) -> list[dict[str, Any]]:
+    """The kind's own dataset rows (its registered builder), plus each sample's scalar fields.
+
+    The builder is the trainer's: an export trains exactly like the flywheel.
+    A sample the builder refuses raises ``ValueError``, as it would in training.
+    """
+    from arena_stream.arena.kinds import kind as training_kind
+
+    rows: list[dict[str, Any]] = training_kind(kind).build_dataset(list(samples)).to_list()
+    for row, sample in zip(rows, samples, strict=True):
+        for name, value in msgspec.to_builtins(sample).items():
+            if name not in row and (value is None or isinstance(value, str | int | float)):
+                row[name] = value
+    return rows
 
 
 def format_for(out: str | os.PathLike[str], chosen: Format | None) -> Format:
@@ -126,42 +121,74 @@ def format_for(out: str | os.PathLike[str], chosen: Format | None) -> Format:
 
 
 async def export(
-    config: Config, kind: Kind, out: str | os.PathLike[str], *, fmt: Format | None = None,
+    config: Config, kind: str, out: str | os.PathLike[str], *, fmt: Format | None = None,
     window: dict[str, Any] | None = None,
 ) -> Exported:
     """Read ``kind`` from its topic (within ``window``, see ``read_window``) and write it."""
+    from arena_stream.arena.kinds import KINDS
     from arena_stream.kafka.replay import events_in_window
 
+    if kind not in kinds():
+        raise ExportError(f"unknown kind {kind!r}; known: {', '.join(kinds())}")
     chosen = format_for(out, fmt)
     target = Path(out)
-    _check_target(target, chosen)
-    key, event_type, identity, build = SOURCES[kind]
-    found, bad = await events_in_window(config, key, event_type, **(window or {}))
-    rows: list[dict[str, Any]] = []
+    _check_target(target, chosen, training=kind in KINDS)
+    if kind in KINDS:
+        topic, event_type, identity = kind, KINDS[kind].sample, _sample_id
+    else:
+        topic, event_type, identity = "judgments", Judgment, _battle_id
+    found, bad = await events_in_window(config, topic, event_type, **(window or {}))
+    events: list[Any] = []
     seen: set[str] = set()
-    for row, event in found:
+    for _, event in found:
         ident = identity(event)
-        if ident in seen:
-            continue
-        seen.add(ident)
-        try:
-            rows.append(build(event))
-        except ValueError:  # a sample the trainer could not use either (dpo_example's checks)
-            bad.append(row)
+        if ident not in seen:
+            seen.add(ident)
+            events.append(event)
+    unusable = 0
+    if kind in KINDS:
+        rows, unusable = _training_rows_skipping_unusable(kind, events)
+    else:
+        rows = [(battle_row if kind == "battles" else judgment_row)(e) for e in events]
     if not rows:
         raise ExportError(f"nothing to export: no {kind} records in the selection")
     write(rows, target, chosen)
-    return Exported(len(rows), len(found) - len(seen), len(bad), target, chosen)
+    return Exported(len(rows), len(found) - len(seen), len(bad) + unusable, target, chosen)
 
 
-def _check_target(target: Path, fmt: Format) -> None:
+def _sample_id(sample: Any) -> str:
+    return str(sample.id)
+
+
+def _battle_id(judgment: Judgment) -> str:
+    return judgment.battle_id
+
+
+def _training_rows_skipping_unusable(kind: str, samples: list[Any]) -> tuple[list[Any], int]:
+    """All rows at once; only if the builder refuses one are they tried one by one."""
+    try:
+        return training_rows(kind, samples), 0
+    except ValueError:  # a sample the trainer could not use either: left out, counted
+        usable = []
+        for sample in samples:
+            try:
+                training_rows(kind, [sample])
+            except ValueError:
+                continue
+            usable.append(sample)
+        return (training_rows(kind, usable) if usable else []), len(samples) - len(usable)
+
+
+def _check_target(target: Path, fmt: Format, *, training: bool) -> None:
     """Never overwrite a directory that is not a dataset this export could have written."""
-    if fmt == "hf":
+    if fmt == "hf" or training:  # the trainers' dataset builders are datasets' too
         from importlib.util import find_spec
 
         if find_spec("datasets") is None:
-            raise ExportError("--format hf needs the datasets package: "
+            what = "--format hf" if fmt == "hf" else "training data"
+            raise ExportError(f"{what} needs the datasets package: "
                               "pip install 'arena-stream[train]'")
+    if fmt == "hf":
         if target.is_file():
             raise ExportError(f"{target} is a file; a Hugging Face dataset is a directory")
         if target.is_dir() and any(target.iterdir()) and not _is_saved_dataset(target):

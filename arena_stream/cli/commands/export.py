@@ -21,13 +21,14 @@ import argparse
 
 from arena_stream.cli.arguments import time_arg
 
-KINDS = ("sft", "dpo", "battles", "judgments")
 FORMATS = ("parquet", "jsonl", "hf")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="TOML configuration file")
-    parser.add_argument("--kind", required=True, choices=KINDS, help="what to export")
+    parser.add_argument("--kind", required=True,
+                        help="what to export: a training kind (sft, dpo, ...), battles or "
+                        "judgments")
     parser.add_argument("--out", required=True,
                         help="output: FILE.parquet, FILE.jsonl, or a DIRECTORY (HF dataset)")
     parser.add_argument("--format", choices=FORMATS,
