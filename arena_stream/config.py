@@ -1,19 +1,37 @@
 """The one TOML configuration file, decoded into msgspec Structs.
 
-Unknown keys and wrong types are errors, reported with the path of the
-offending key (``ConfigError: Expected `float`, got `str` - at `$.routing.sft_margin```).
-Leaving ``[broker].bootstrap_servers`` out selects the embedded broker.
+Unknown keys, wrong types and values out of range are errors, reported with
+the key's place, players by name, and what would be right::
+
+    arena.toml: players[target]: unknown key 'max_token' (did you mean 'max_tokens'?)
+    arena.toml: ratings.k = -4.0 is out of range: must be > 0
+
+Ranges are declared on the fields (``msgspec.Meta``), so they are checked on
+every decode, written into the JSON Schema that editors use
+(:func:`json_schema`), and re-checked by :func:`validate` for configs built in
+code. Leaving ``[broker].bootstrap_servers`` out selects the embedded broker.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 Backend = Literal["openai", "transformers", "vllm"]
+
+# Value ranges, named once: they read as the rule in the field declarations below.
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]  # a probability or a cosine threshold
 
 
 class ConfigError(ValueError):
@@ -26,15 +44,17 @@ class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_de
 
 class BrokerConfig(_Section):
     bootstrap_servers: str | None = None  # None: start the embedded broker
-    embedded_port: int = 0  # 0: pick a free port
+    embedded_port: Port = 0  # 0: pick a free port
     # How long one-shot commands (publish, replay, audit, ...) wait for the broker before
     # giving up with an error; services (worker, trainer, followers) wait for ever.
-    connect_timeout_s: float = 60.0
+    connect_timeout_s: Positive = 60.0
     topic_prefix: str = "arena."
-    partitions: int = 4  # prompts, generations, battles, training buffers
-    replication_factor: int = 1
-    security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
-    sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    partitions: AtLeastOne = 4  # prompts, generations, battles, training buffers
+    replication_factor: AtLeastOne = 1
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal[
+        "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"
+    ] | None = None
     sasl_username: str | None = None
     sasl_password_env: str | None = None  # the password is read from this variable
     ssl_cafile: str | None = None
@@ -49,19 +69,19 @@ class ModelConfig(_Section):
     """What players and the judge share: where the model is and how to decode."""
 
     backend: Backend = "transformers"
-    model: str = "smollm2"  # served name, local path, or "smollm2" (bundled)
+    model: str = "smollm2"  # served name, local path, hub id (OWNER/NAME), or "smollm2"
     base_url: str | None = None  # openai backend: ".../v1"
     api_key_env: str | None = None  # name of the variable holding the API key
     system_prompt: str | None = None
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    timeout_s: float = 120.0
-    startup_timeout_s: float = 30.0  # how long a server may take to come up at start
-    max_retries: int = 3
-    backoff_s: float = 0.5  # first retry delay; doubles, capped, with jitter
-    backoff_max_s: float = 20.0
-    concurrency: int = 8  # in-flight requests to this model at most
+    temperature: NonNegative = 0.0
+    top_p: Fraction = 1.0
+    max_tokens: AtLeastOne = 256
+    timeout_s: Positive = 120.0
+    startup_timeout_s: NonNegative = 30.0  # how long a server may take to come up at start
+    max_retries: Count = 3
+    backoff_s: NonNegative = 0.5  # first retry delay; doubles, capped, with jitter
+    backoff_max_s: NonNegative = 20.0
+    concurrency: AtLeastOne = 8  # in-flight requests to this model at most
     seed: int | None = None
     extra_body: dict[str, Any] = {}  # passed through to OpenAI-compatible servers
     quantize: bool = False  # transformers backend: int8 linear layers (CPU inference only)
@@ -108,14 +128,14 @@ class JudgeConfig(ModelConfig, kw_only=True):
     template: str | None = None  # "default", "compact" (built in) or a template file's path
     template_version: str | None = None
     scoring: Literal["auto", "parse", "logprobs"] = "auto"  # logprobs: in-process only
-    max_tokens: int = 384
+    max_tokens: AtLeastOne = 384
     # Ask an OpenAI-compatible judge for a JSON-schema-constrained verdict (response_format);
     # a server that refuses it is asked in free text from then on.
     structured: bool = True
     # Each answer shown to the judge is clipped to this many characters (start and end
     # kept, the cut marked), so no answer can push the instructions out of the judge's
     # context. 0: never clipped.
-    max_answer_chars: int = 12_000
+    max_answer_chars: Count = 12_000
     # The template that asks for a prompt's 0-10 difficulty (testset build): a file with
     # the {conversation} and {context} fields; None: the built-in one.
     difficulty_template: str | None = None
@@ -123,75 +143,75 @@ class JudgeConfig(ModelConfig, kw_only=True):
 
 class BattlesConfig(_Section):
     mode: Literal["target-vs-competitors", "round-robin"] = "target-vs-competitors"
-    deadline_s: float = 600.0  # form battles with whoever answered by then
+    deadline_s: Positive = 600.0  # form battles with whoever answered by then
     # A prompt still missing answers this long after its first one (an event lost in a
     # worker's shutdown) is asked again of the missing players, up to sweep_retries
     # times; then its battles form with whoever answered. 0: deadline_s + 60.
-    sweep_after_s: float = 0.0
-    sweep_retries: int = 2
-    tie_margin: float = 0.0  # |mean score difference| <= this counts as a tie
+    sweep_after_s: NonNegative = 0.0
+    sweep_retries: Count = 2
+    tie_margin: NonNegative = 0.0  # |mean score difference| <= this counts as a tie
 
 
 class RatingsConfig(_Section):
-    k: float = 4.0
-    scale: float = 400.0
-    base: float = 10.0
+    k: Positive = 4.0
+    scale: Positive = 400.0
+    base: Annotated[float, msgspec.Meta(gt=1)] = 10.0
     initial: float = 1000.0
-    snapshot_every: int = 50  # judgments between Bradley-Terry snapshots (0: never)
+    snapshot_every: Count = 50  # judgments between Bradley-Terry snapshots (0: never)
 
 
 class RoutingConfig(_Section):
-    sft_margin: float = 3.0
-    dpo_margin: float = 2.0
+    sft_margin: NonNegative = 3.0
+    dpo_margin: NonNegative = 2.0
 
 
 class LimitsConfig(_Section):
-    max_prompt_bytes: int = 256_000
-    max_turns: int = 64
-    max_id_chars: int = 256
+    max_prompt_bytes: AtLeastOne = 256_000
+    max_turns: AtLeastOne = 64
+    max_id_chars: AtLeastOne = 256
     # The largest record the worker sends or writes to a table: the broker's and the
     # producer's 1 MiB limit, less room for headers. Raise it only with both.
-    max_record_bytes: int = 1_000_000
+    max_record_bytes: AtLeastOne = 1_000_000
 
 
 class DecontaminationConfig(_Section):
     """Keep test-set prompts out of the stream, so they never become training data."""
 
     against: list[str] = []  # JSONL test sets (testset build output); empty: off
-    threshold: float = 0.85  # cosine similarity (all-MiniLM-L6-v2) at which a prompt is rejected
+    threshold: Fraction = 0.85  # cosine similarity (all-MiniLM-L6-v2) at which a prompt is rejected
 
 
 class TrainingConfig(_Section):
     enabled: bool = True
-    sft_batch: int = 64
-    dpo_batch: int = 64
-    max_wait_s: float = 0.0  # >0: fire a partial batch after this long (time trigger)
-    min_batch: int = 1  # a time-triggered job needs at least this many samples
+    sft_batch: AtLeastOne = 64
+    dpo_batch: AtLeastOne = 64
+    max_wait_s: NonNegative = 0.0  # >0: fire a partial batch after this long (time trigger)
+    min_batch: AtLeastOne = 1  # a time-triggered job needs at least this many samples
     # The order jobs fire in, repeated: each entry is a kind of arena_stream/arena/kinds.py.
     schedule: list[str] = msgspec.field(default_factory=lambda: ["sft", "dpo"])
     model_dir: str = ".arena-stream/models"
-    # The checkpoint the target's versions are trained from (a path, or "smollm2").
+    # The checkpoint the target's versions are trained from (a path, a hub id, "smollm2").
     # Default: the target's `model` when it is in-process (transformers / vllm);
     # set it when the target is served over HTTP under another name.
     base_checkpoint: str | None = None
     lora: bool = True
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512
-    dpo_beta: float = 0.1
-    seed: int = 0
+    lora_r: AtLeastOne = 8
+    lora_alpha: AtLeastOne = 16
+    lora_dropout: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.0
+    learning_rate: Positive = 2e-4
+    epochs: Positive = 1.0
+    max_steps: Annotated[int, msgspec.Meta(ge=-1)] = -1  # -1: run `epochs`; else >= 1
+    batch_size: AtLeastOne = 4
+    gradient_accumulation_steps: AtLeastOne = 1
+    max_length: Annotated[int, msgspec.Meta(ge=16)] = 512
+    dpo_beta: Positive = 0.1
+    seed: Count = 0
 
 
 class WebConfig(_Section):
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = 6066
+    port: Port = 6066
 
 
 class Config(_Section):
@@ -224,53 +244,288 @@ class Config(_Section):
 
 
 def validate(config: Config) -> Config:
-    """Check what the types cannot: one target, unique names, usable backends."""
-    names = [p.name for p in config.players]
-    if not config.players:
-        raise ConfigError("at least one [[players]] entry is required")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"player names must be unique, repeated: {', '.join(dupes)}")
-    for name in names:
-        if not name or any(c in name for c in "@/ \t"):
-            raise ConfigError(f"player name {name!r} must be non-empty without '@', '/' or spaces")
-    targets = [p.name for p in config.players if p.role == "target"]
-    if len(targets) != 1:
-        raise ConfigError(f'exactly one player must have role = "target", found {len(targets)}')
-    if len(config.players) < 2:
-        raise ConfigError("battles need at least two players")
-    for spec, where in [
-        *((p, f"players.{p.name}") for p in config.players),
-        (config.judge, "judge"),
-    ]:
-        if spec.backend == "openai" and not spec.base_url:
-            raise ConfigError(f'{where}: backend "openai" needs base_url')
-        if spec.concurrency < 1 or spec.max_retries < 0 or spec.max_tokens < 1:
-            raise ConfigError(f"{where}: concurrency and max_tokens must be >= 1, max_retries >= 0")
-    if config.judge.max_answer_chars < 0:
-        raise ConfigError("judge.max_answer_chars must be >= 0 (0: never clipped)")
-    if config.broker.partitions < 1:
-        raise ConfigError("broker.partitions must be >= 1")
-    if not config.training.schedule:
-        raise ConfigError("training.schedule must name at least one kind")
-    from arena_stream.arena.kinds import UnknownKind, kind
+    """Check what the types cannot, and the ranges again for a config built in code.
 
-    for name in config.training.schedule:
-        try:
-            kind(name)
-        except UnknownKind as exc:
-            raise ConfigError(f"training.schedule: {exc}") from None
+    Every problem is reported, one line each, in one :class:`ConfigError`.
+    """
+    # A config decoded from TOML had its ranges checked already; one built or changed in
+    # code (msgspec.structs.replace) had not. The round trip is cheap and says where.
+    problems = _decode_problems(msgspec.to_builtins(config))[1] or _problems(config)
+    if problems:
+        raise ConfigError("\n".join(problems))
     return config
 
 
-def loads(text: str, *, source: str = "<config>") -> Config:
+def _problems(config: Config) -> list[str]:
+    """What the field types cannot express: roles, names, backends and pairs of values."""
+    problems: list[str] = []
+    names = [p.name for p in config.players]
+    if not config.players:
+        return ["at least one [[players]] entry is required"]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"player names must be unique, repeated: {', '.join(dupes)}")
+    for name in names:
+        if not name or any(c in name for c in "@/ \t"):
+            problems.append(
+                f"player name {name!r} must be non-empty without '@', '/' or spaces"
+            )
+    targets = [p.name for p in config.players if p.role == "target"]
+    if len(targets) != 1:
+        problems.append(
+            f'exactly one player must have role = "target", found {len(targets)}'
+        )
+    if len(config.players) < 2:
+        problems.append("battles need at least two players")
+    for spec, where in [
+        *((p, f"players[{p.name}]") for p in config.players),
+        (config.judge, "judge"),
+    ]:
+        if spec.backend == "openai" and not spec.base_url:
+            problems.append(f'{where}: backend "openai" needs base_url')
+        if spec.backoff_max_s < spec.backoff_s:
+            problems.append(f"{where}: backoff_max_s ({spec.backoff_max_s:g}) must be >= "
+                            f"backoff_s ({spec.backoff_s:g})")
+    if config.judge.scoring == "logprobs" and config.judge.backend != "transformers":
+        problems.append('judge: scoring = "logprobs" needs backend = "transformers" '
+                        '(use "parse" or "auto" for a server)')
+    training = config.training
+    if not training.schedule:
+        problems.append("training.schedule must name at least one kind")
+    from arena_stream.arena.kinds import UnknownKind, kind
+
+    for name in training.schedule:
+        try:
+            kind(name)
+        except UnknownKind as exc:
+            problems.append(f"training.schedule: {exc}")
+    if training.max_steps == 0:
+        problems.append("training.max_steps = 0 is out of range: must be -1 (run `epochs`) "
+                        "or >= 1")
+    broker = config.broker
+    if broker.security_protocol.startswith("SASL") and not broker.sasl_mechanism:
+        problems.append(f"broker: security_protocol = {broker.security_protocol!r} needs "
+                        "sasl_mechanism")
+    if broker.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
+        broker.sasl_username and broker.sasl_password_env
+    ):
+        problems.append(f"broker: sasl_mechanism = {broker.sasl_mechanism!r} needs "
+                        "sasl_username and sasl_password_env")
+    return problems
+
+
+# -- explaining decode errors -----------------------------------------------------------------
+
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.S)
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]+)`")
+_MISSING = re.compile(r"Object missing required field `(?P<key>[^`]+)`")
+_MAX_PROBLEMS = 20
+
+
+def _decode_problems(document: Any) -> tuple[Config | None, list[str]]:
+    """Decode ``document``; on errors, drop the offending key and go on, to list them all.
+
+    msgspec stops at the first error. A user with three typos should not need
+    three runs, so each bad key is removed (its default then applies) and the
+    decode tried again, up to a limit. The config returned, when there is one,
+    has the offending keys at their defaults: good enough to check the rest with
+    (``arena-stream check``), never to run with.
+    """
+    import copy
+
+    problems: list[str] = []
+    work = copy.deepcopy(document)
+    config: Config | None = None
+    for _ in range(_MAX_PROBLEMS):
+        try:
+            config = msgspec.convert(work, type=Config)
+            break
+        except msgspec.ValidationError as exc:
+            line, steps = _explain(str(exc), document)
+            problems.append(line)
+            if steps is None or not _drop(work, steps):
+                break  # nothing to remove (a missing key): later problems stay unknown
+    problems += _non_finite(work)
+    return config, problems
+
+
+def _explain(message: str, document: Any) -> tuple[str, list[str | int] | None]:
+    """One readable line for a msgspec error, and the path of the key to drop to go on."""
+    match = _AT.match(message)
+    what, path = (match["what"], match["path"]) if match else (message, None)
+    steps: list[str | int] = [
+        m[1] if m[1] is not None else int(m[2]) for m in _STEP.finditer((path or "$")[1:])
+    ]
+    where = _where(steps, document)
+    unknown = _UNKNOWN.match(what)
+    if unknown:
+        key = unknown["key"]
+        fields = _fields_at(steps)
+        close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else (
+            f" (known keys: {', '.join(fields)})" if fields else "")
+        return f"{where or 'top level'}: unknown key {key!r}{hint}", [*steps, key]
+    missing = _MISSING.match(what)
+    if missing:
+        return f"{where or 'top level'}: missing required key {missing['key']!r}", None
+    info = _type_at(steps)
+    value = _value_at(document, steps)
+    bounds = _bounds(info)
+    if bounds and isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{where} = {value!r} is out of range: must be {bounds}", steps
+    values = _choices(info)
+    if values and isinstance(value, str):
+        return f"{where} = {value!r} is not one of: {', '.join(map(repr, values))}", steps
+    return f"{where}: {what}", steps
+
+
+def _where(steps: list[str | int], document: Any) -> str:
+    """``players[target].max_tokens`` for ``$.players[0].max_tokens``: players by name."""
+    out = ""
+    node = document
+    for step in steps:
+        if isinstance(step, int):
+            item = node[step] if isinstance(node, list) and step < len(node) else None
+            name = item.get("name") if isinstance(item, dict) else None
+            out += f"[{name}]" if isinstance(name, str) and name else f"[{step}]"
+            node = item
+        else:
+            out += f".{step}" if out else step
+            node = node.get(step) if isinstance(node, dict) else None
+    return out
+
+
+def _info_at(steps: list[str | int]) -> Any:
+    import msgspec.inspect as mi
+
+    info: Any = mi.type_info(Config)
+    for step in steps:
+        info = _unwrap(info)
+        if isinstance(step, int) and isinstance(info, mi.ListType):
+            info = info.item_type
+        elif isinstance(step, str) and isinstance(info, mi.StructType):
+            info = next((f.type for f in info.fields if f.encode_name == step), None)
+        else:
+            return None
+    return info
+
+
+def _unwrap(info: Any) -> Any:
+    """The struct or list inside an optional type (``X | None``)."""
+    import msgspec.inspect as mi
+
+    if isinstance(info, mi.UnionType):
+        inner = [t for t in info.types if not isinstance(t, mi.NoneType)]
+        return inner[0] if len(inner) == 1 else info
+    return info
+
+
+def _fields_at(steps: list[str | int]) -> list[str]:
+    import msgspec.inspect as mi
+
+    info = _unwrap(_info_at(steps))
+    return [f.encode_name for f in info.fields] if isinstance(info, mi.StructType) else []
+
+
+def _type_at(steps: list[str | int]) -> Any:
+    return _unwrap(_info_at(steps))
+
+
+def _bounds(info: Any) -> str:
+    """``> 0``, ``>= 0 and < 1``: a field's declared range in words, or ``""``."""
+    parts = []
+    for attr, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+        bound = getattr(info, attr, None)
+        if bound is not None:
+            parts.append(f"{op} {bound:g}")
+    return " and ".join(parts)
+
+
+def _choices(info: Any) -> tuple[Any, ...]:
+    import msgspec.inspect as mi
+
+    return info.values if isinstance(info, mi.LiteralType) else ()
+
+
+def _value_at(document: Any, steps: list[str | int]) -> Any:
+    node = document
+    for step in steps:
+        if isinstance(step, int):
+            node = node[step] if isinstance(node, list) and step < len(node) else None
+        else:
+            node = node.get(step) if isinstance(node, dict) else None
+    return node
+
+
+def _drop(document: Any, steps: list[str | int]) -> bool:
+    """Remove the key at ``steps`` (its default applies); False when there is none."""
+    if not steps or not isinstance(steps[-1], str):
+        return False
+    parent = _value_at(document, steps[:-1])
+    if isinstance(parent, dict) and steps[-1] in parent:
+        del parent[steps[-1]]
+        return True
+    return False
+
+
+def _non_finite(root: Any) -> list[str]:
+    """``inf`` and ``nan`` are valid TOML floats, and never a valid setting here."""
+    found: list[str] = []
+
+    def walk(node: Any, steps: list[str | int]) -> None:
+        if isinstance(node, float) and not math.isfinite(node):
+            found.append(f"{_where(steps, root)} = {node!r} must be a finite number")
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key != "extra_body":  # passed through to servers as is
+                    walk(value, [*steps, key])
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, [*steps, i])
+
+    walk(root, [])
+    return found
+
+
+def parse(text: str) -> tuple[Config | None, list[str]]:
+    """Every problem of a TOML config, one line each, and the config as far as it is usable.
+
+    With problems, the config (if any) has the offending keys at their defaults,
+    so that ``arena-stream check`` can go on to check secrets, broker and models
+    in the same run; :func:`loads` refuses it.
+    """
     try:
-        config = msgspec.toml.decode(text, type=Config)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        document = msgspec.toml.decode(text)
     except msgspec.DecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    return validate(config)
+        return None, [f"not valid TOML: {exc}"]
+    config, problems = _decode_problems(document)
+    if config is not None:
+        semantic = _problems(config)
+        problems += semantic
+        if semantic:
+            config = None  # no target, no players: nothing sensible to check further
+    return config, problems
+
+
+def loads(text: str, *, source: str = "<config>") -> Config:
+    """Decode and check a TOML config; every problem is one line of the :class:`ConfigError`."""
+    config, problems = parse(text)
+    if problems or config is None:
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+    return config
+
+
+def json_schema() -> dict[str, Any]:
+    """The config's JSON Schema, for editors (Taplo / Even Better TOML: ``#:schema FILE``)."""
+    schema = msgspec.json.schema(Config)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "arena-stream configuration",
+        "description": "The TOML file given to arena-stream with --config; see "
+        "arena_stream/config.py. Generated by `arena-stream check --schema`.",
+        **schema,
+    }
 
 
 def load(path: str | os.PathLike[str] | None) -> Config:

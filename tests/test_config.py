@@ -52,9 +52,10 @@ def test_embedded_default() -> None:
 
 @pytest.mark.parametrize("change, message", [
     (("[routing]", "[routing]\nsft_margn = 1"), "sft_margn"),
-    (("sft_margin = 3.0", 'sft_margin = "high"'), "$.routing.sft_margin"),
+    (("sft_margin = 3.0", 'sft_margin = "high"'),
+     "routing.sft_margin: Expected `float`, got `str`"),
     (('role = "target"', 'role = "competitor"'), "exactly one player"),
-    (('mode = "target-vs-competitors"', 'mode = "swiss"'), "$.battles.mode"),
+    (('mode = "target-vs-competitors"', 'mode = "swiss"'), "battles.mode = 'swiss' is not one of"),
     (('name = "gpt"', 'name = "target"'), "unique"),
     (('base_url = "http://127.0.0.1:8003/v1"', ""), "needs base_url"),
     (("[broker]", "[broker\n"), "not valid TOML"),

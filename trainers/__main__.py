@@ -106,7 +106,6 @@ def emit(event: str, payload: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a trainer box must not reach for the hub
     from arena_stream.arena.kinds import UnknownKind, kind
     from arena_stream.trainers import UnsupportedJobKind, run_job
 

@@ -187,7 +187,7 @@ class TrainerService:
                 cmd += ["--parent-adapter", parent.path]
             if self.config.training.base_checkpoint:
                 cmd += ["--base-model", self.config.training.base_checkpoint]
-            env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+            env = child_env()
             proc = await asyncio.create_subprocess_exec(
                 *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
             )
@@ -211,6 +211,15 @@ class TrainerService:
             if code != 0 or not result_path.is_file():
                 raise RuntimeError(f"trainer exited with {code}: " + " | ".join(tail[-8:]))
             return msgspec.json.decode(result_path.read_bytes(), type=TrainResult)
+
+
+def child_env() -> dict[str, str]:
+    """The training process's environment: the user's own, ``HF_HUB_OFFLINE`` included.
+
+    Whether the hub may be reached is the user's choice (a base checkpoint given
+    by hub id needs it once, then the cache serves); it is never forced here.
+    """
+    return {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
 
 
 def _progress(line: str) -> dict[str, float] | None:

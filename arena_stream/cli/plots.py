@@ -20,12 +20,11 @@ if TYPE_CHECKING:
 
 def _pyplot() -> Any:
     """pyplot on the Agg backend: plots are written to files, never shown."""
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise RuntimeError(
-            "plots need matplotlib: pip install 'arena-stream[plot]'"
-        ) from exc
+    from arena_stream.cli.errors import require_module
+
+    require_module("matplotlib", what="plots", extra="plot")
+    import matplotlib
+
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

@@ -60,8 +60,8 @@ async def producer(config: Config) -> AsyncIterator[AIOKafkaProducer]:
     await ensure_ready(config)
     quirks = Quirks.for_broker(config.broker)
     p = AIOKafkaProducer(**client_settings(config), **quirks.producer_settings(), acks="all")
-    await p.start()
-    try:
+    try:  # stopped even when start fails (a broker gone since ensure_ready): no unclosed client
+        await p.start()
         yield p
     finally:
         await p.stop()
@@ -77,8 +77,8 @@ async def consumer(config: Config) -> AsyncIterator[AIOKafkaConsumer]:
         auto_offset_reset="earliest",
         group_id=None,
     )
-    await c.start()
-    try:
+    try:  # stopped even when start fails, like the producer
+        await c.start()
         yield c
     finally:
         await c.stop()

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -26,6 +26,8 @@ from arena_stream.schemas import Battle, Judgment, encode
 
 if TYPE_CHECKING:  # the judges (model clients) are imported only by rejudge
     from arena_stream.judges.base import Judge
+
+T = TypeVar("T")
 
 
 class Row(msgspec.Struct):
@@ -150,6 +152,25 @@ def write_rows(rows: Iterable[Row], path: str | Path) -> int:
     return len(rows)
 
 
+async def events_in_window(
+    config: Config, key: str, kind: type[T], **window: Any
+) -> tuple[list[tuple[Row, T]], list[Row]]:
+    """Every record of a topic in the window decoded as ``kind``, and the records that are not.
+
+    ``window`` is :func:`read_window`'s keywords. Records come partition by
+    partition, each in offset order.
+    """
+    rows = await read_window(config, key, **window)
+    good: list[tuple[Row, T]] = []
+    bad: list[Row] = []
+    for row in rows:
+        try:
+            good.append((row, msgspec.convert(row.value, kind)))
+        except msgspec.ValidationError:
+            bad.append(row)
+    return good, bad
+
+
 async def judgments_in_window(
     config: Config, *, from_time: float | None = None, to_time: float | None = None,
     key: str = "judgments",
@@ -160,14 +181,9 @@ async def judgments_in_window(
     ratings agent applied them in. ``key``: another topic of judgments (a
     ``rejudge`` topic's full name).
     """
-    rows = await read_window(config, key, from_time=from_time, to_time=to_time)
-    out = []
-    for row in rows:
-        try:
-            out.append((row.offset, msgspec.convert(row.value, Judgment)))
-        except msgspec.ValidationError:
-            continue
-    return out
+    good, _ = await events_in_window(config, key, Judgment, from_time=from_time,
+                                     to_time=to_time)
+    return [(row.offset, judgment) for row, judgment in good]
 
 
 def read_judgments(

@@ -5,10 +5,14 @@ A client answers a conversation with a :class:`Completion` or raises
 empty answer as if it were one. Every client bounds its own in-flight calls
 (``concurrency``), so a slow model queues its own work and nobody else's.
 
-Versions: the target's trained versions are LoRA adapters. :meth:`ChatClient.use_version`
-switches which version answers; the openai backend registers the adapter with
-the server first (vLLM's runtime LoRA loading), the transformers backend loads
-it into the shared in-process model.
+Versions: the target's trained versions are LoRA adapters, or whole checkpoints
+when training with ``lora = false``. :meth:`ChatClient.use_version` switches
+which version answers. An adapter: the openai backend registers it with the
+server first (vLLM's runtime LoRA loading), the transformers backend loads it
+into the shared in-process model. A whole checkpoint is served by loading it
+(transformers, vllm) or, since an OpenAI-compatible server cannot load a
+model at run time, by asking for it under its served name once the user
+serves it.
 """
 
 from __future__ import annotations
@@ -363,9 +367,16 @@ class OpenAIClient(_Bounded):
 
         Needs the server started with ``--enable-lora`` and
         ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``. A server that already has the
-        adapter answers 400 "already loaded", which is fine.
+        adapter answers 400 "already loaded", which is fine. A whole checkpoint
+        cannot be loaded through the API: it is used once the server lists it
+        under ``served_name``, else the call fails saying how to serve it.
         """
+        from arena_stream.models.local import is_full_checkpoint
+
         name = served_name or f"{self.label}-v{version}"
+        if is_full_checkpoint(path):
+            await self._use_served(version, path, name)
+            return
         root = str(self._http.base_url).rstrip("/")
         response = await self._http.post(
             f"{root}/load_lora_adapter", json={"lora_name": name, "lora_path": path}
@@ -380,6 +391,24 @@ class OpenAIClient(_Bounded):
         self.version = version
         log.info("model.version", model=self.label, version=version, served=name)
 
+    async def _use_served(self, version: int, path: str, name: str) -> None:
+        response = await self._http.get("models", timeout=min(10.0, self.spec.timeout_s))
+        try:
+            served = [str(m["id"]) for m in response.json()["data"]]
+        except (ValueError, KeyError, TypeError):
+            served = []
+        if name not in served:
+            raise CallFailed(
+                "full_version",
+                f"{self.label} v{version} is a whole checkpoint ({path}); an OpenAI-compatible "
+                f"server cannot load one at run time: serve it as {name!r} (vllm serve {path} "
+                f"--served-model-name {name}) or train adapters (lora = true)",
+                retryable=False,
+            )
+        self.served_model = name
+        self.version = version
+        log.info("model.version", model=self.label, version=version, served=name, full=True)
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -391,9 +420,10 @@ class TransformersClient(_Bounded):
         super().__init__(spec, label)
         from arena_stream.models.local import LocalEngine
 
-        self.engine = LocalEngine.shared(
+        self.base_engine = LocalEngine.shared(
             spec.model, max_batch=max(1, spec.concurrency), quantize=spec.quantize
         )
+        self.engine = self.base_engine
         self.adapter: str | None = None
 
     async def complete(
@@ -473,10 +503,24 @@ class TransformersClient(_Bounded):
             ) from None
 
     async def use_version(self, version: int, path: str, served_name: str | None = None) -> None:
+        """An adapter goes on the shared base model; a whole checkpoint gets its own engine.
+
+        The base engine may be shared with other players and the judge, so a
+        whole checkpoint never replaces it: this client moves to an engine of
+        its own, loaded before the switch (calls meanwhile still get answers).
+        """
+        from arena_stream.models.local import LocalEngine, is_full_checkpoint
+
+        if is_full_checkpoint(path):
+            engine = LocalEngine.shared(path, max_batch=self.base_engine.max_batch,
+                                        quantize=self.spec.quantize)
+            await engine.wait_ready()
+            self.engine, self.adapter, self.version = engine, None, version
+            log.info("model.version", model=self.label, version=version, checkpoint=path)
+            return
         name = f"{self.label}-v{version}"
-        self.engine.load_adapter(name, path)
-        self.adapter = name
-        self.version = version
+        self.base_engine.load_adapter(name, path)
+        self.engine, self.adapter, self.version = self.base_engine, name, version
         log.info("model.version", model=self.label, version=version, adapter=path)
 
     async def aclose(self) -> None:
@@ -546,10 +590,31 @@ class VLLMClient(_Bounded):
         return None  # the engine loaded in the constructor; a failure raised there
 
     async def use_version(self, version: int, path: str, served_name: str | None = None) -> None:
-        from vllm.lora.request import LoRARequest
+        """An adapter: a LoRA request on the engine. A whole checkpoint: the engine is reloaded.
 
-        self._lora = LoRARequest(served_name or f"{self.label}-v{version}", version, path)
+        One GPU rarely holds two engines, so the old one is shut down first;
+        calls made during the reload wait for the new one.
+        """
+        from arena_stream.models.local import is_full_checkpoint
+
+        if not is_full_checkpoint(path):
+            from vllm.lora.request import LoRARequest
+
+            self._lora = LoRARequest(served_name or f"{self.label}-v{version}", version, path)
+            self.version = version
+            return
+        from vllm import AsyncEngineArgs, AsyncLLMEngine
+
+        shutdown = getattr(self._engine, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        self._engine = await asyncio.to_thread(
+            AsyncLLMEngine.from_engine_args,
+            AsyncEngineArgs(model=path, enable_lora=True, max_loras=4),
+        )
+        self._lora = None
         self.version = version
+        log.info("model.version", model=self.label, version=version, checkpoint=path)
 
     async def aclose(self) -> None:
         return None

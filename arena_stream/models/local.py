@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -63,15 +64,43 @@ def bundled_gguf_path(name: str) -> Path:
     )
 
 
-def resolve_checkpoint(model: str) -> Path:
-    """A directory with a Hugging Face checkpoint for ``model`` (a name or a path).
+class ModelNotFound(FileNotFoundError):
+    """A model named by path or hub id that cannot be found or fetched (one line, with the fix)."""
 
-    Bundled names are converted from GGUF once and cached; a path is used as is.
+
+# A hub repository id: "name" or "owner/name", letters, digits, "-", "_", ".".
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
+# What a checkpoint needs (config, tokenizer, chat template, weights); not other formats.
+CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja",
+                    "tokenizer*"]
+TORCH_WEIGHTS = ["*.bin"]  # only for repositories without safetensors
+
+
+def is_hub_id(model: str) -> bool:
+    """Whether ``model`` names a Hugging Face hub repository rather than a local path.
+
+    A path that exists is a path; so is anything starting with ``/``, ``.`` or
+    ``~``. Otherwise ``owner/name`` (or a bare ``name``) is a hub id.
+    """
+    if model.startswith(("/", ".", "~")) or Path(model).expanduser().exists():
+        return False
+    return bool(_HUB_ID.match(model)) and ".." not in model
+
+
+def resolve_checkpoint(model: str) -> Path:
+    """A directory with a Hugging Face checkpoint for ``model``: a bundled name, a path or a hub id.
+
+    Bundled names are converted from GGUF once and cached; a path is used as is;
+    a hub id is resolved the way the hub library resolves it (its cache,
+    ``HF_HOME`` / ``HF_HUB_CACHE``, ``HF_TOKEN``, and ``HF_HUB_OFFLINE``, which is
+    the user's to set: offline, only what is cached is found).
     """
     if model not in BUNDLED:
+        if is_hub_id(model):
+            return hub_snapshot(model)
         path = Path(model).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"local model {model!r}: no such directory")
+            raise ModelNotFound(f"local model {model!r}: no such directory")
         return path
     target = cache_dir() / f"{model}-hf"
     if (target / "config.json").is_file():
@@ -83,6 +112,55 @@ def resolve_checkpoint(model: str) -> Path:
         if not (target / "config.json").is_file():
             _convert_gguf(model, target)
     return target
+
+
+def is_full_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """A whole model (``config.json``, no ``adapter_config.json``): what ``lora = false`` trains.
+
+    Such a version is served by loading it, not by putting an adapter on the base.
+    A path this process cannot see (a server's volume) is not known to be one.
+    """
+    folder = Path(path)
+    return (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file()
+
+
+def not_cached_offline(repo_id: str) -> str:
+    from huggingface_hub import constants
+
+    return (f"hub model {repo_id!r} is not in the local Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set: download it first "
+            f"(hf download {repo_id}) or unset HF_HUB_OFFLINE")
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """The local snapshot of a hub model: from the cache, or downloaded when online."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=CHECKPOINT_FILES))
+        if not any(folder.glob("*.safetensors")):  # an older repository: torch weights
+            folder = Path(snapshot_download(repo_id,
+                                            allow_patterns=CHECKPOINT_FILES + TORCH_WEIGHTS))
+    except GatedRepoError:
+        raise ModelNotFound(f"hub model {repo_id!r} is gated: accept its licence on the hub "
+                            "and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise ModelNotFound(f"hub model {repo_id!r} does not exist (or is private: set "
+                            "HF_TOKEN); a local checkpoint is given by its path") from None
+    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise ModelNotFound(not_cached_offline(repo_id)) from None
+        raise ModelNotFound(f"hub model {repo_id!r}: the Hugging Face hub cannot be reached "
+                            "and it is not in the local cache") from None
+    except OSError as exc:  # network and disk errors, as the hub library raises them
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelNotFound(f"hub model {repo_id!r}: {first}") from None
+    return folder
 
 
 # Loading is serialised within a process: transformers' lazy imports are not thread-safe

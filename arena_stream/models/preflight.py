@@ -24,9 +24,10 @@ class CheckResult:
     name: str
     ok: bool
     detail: str = ""
+    skipped: bool = False  # could not be checked because another check failed (ok is True)
 
     def line(self) -> str:
-        status = "ok  " if self.ok else "FAIL"
+        status = "skip" if self.skipped else "ok  " if self.ok else "FAIL"
         return f"{status} {self.name}" + (f": {self.detail}" if self.detail else "")
 
 
@@ -75,10 +76,41 @@ def check_base_checkpoint(config: Config) -> CheckResult | None:
         return CheckResult(name, True)
     from pathlib import Path
 
+    from arena_stream.models.local import is_hub_id
+
+    if is_hub_id(model):
+        return check_hub_model(name, model)
     if not Path(model).expanduser().exists():
         return CheckResult(name, False, f"no such directory: {model}; set [training] "
-                           "base_checkpoint to the target's checkpoint directory")
+                           "base_checkpoint to the target's checkpoint directory or hub id")
     return CheckResult(name, True)
+
+
+def check_hub_model(name: str, repo_id: str) -> CheckResult:
+    """A hub model is cached, or (online) exists on the hub; nothing is downloaded here."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from arena_stream.models.local import not_cached_offline
+
+    try:
+        snapshot_download(repo_id, local_files_only=True)
+        return CheckResult(name, True, "in the local Hugging Face cache")
+    except LocalEntryNotFoundError:
+        pass
+    if constants.HF_HUB_OFFLINE:
+        return CheckResult(name, False, not_cached_offline(repo_id))
+    from huggingface_hub import HfApi
+
+    try:
+        exists = HfApi().repo_exists(repo_id)
+    except Exception as exc:  # no network, proxy, DNS: what the user needs to know, once
+        return CheckResult(name, False, f"cannot ask the Hugging Face hub about {repo_id!r}: "
+                           f"{type(exc).__name__}")
+    if not exists:
+        return CheckResult(name, False, f"hub model {repo_id!r} does not exist (or is private: "
+                           "set HF_TOKEN)")
+    return CheckResult(name, True, "on the hub; downloaded when first needed")
 
 
 def require(results: Iterable[CheckResult]) -> None:

@@ -45,11 +45,18 @@ class LeaderboardError(ValueError):
 
 
 def load_leaderboard(path: str | os.PathLike[str]) -> list[LeaderboardRow]:
-    """Rows of a ``leaderboard --json`` file: a list of rows, or an object with ``rows``."""
+    """Rows of ``leaderboard --json`` (a list, or an object with ``rows``) or ``--csv`` output."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise LeaderboardError(f"{path}: {exc}") from None
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LeaderboardError(f"{path}: {exc.strerror or exc}") from None
+    if text.lstrip()[:1] not in ("[", "{"):
+        data: Any = _csv_rows(text, path)
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise LeaderboardError(f"{path}: {exc}") from None
     if isinstance(data, dict) and "rows" in data:
         data = data["rows"]
     try:
@@ -59,6 +66,27 @@ def load_leaderboard(path: str | os.PathLike[str]) -> list[LeaderboardRow]:
     names = [r.model for r in rows]
     if len(set(names)) != len(names):
         raise LeaderboardError(f"{path}: a model appears more than once")
+    return rows
+
+
+def _csv_rows(text: str, path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """``leaderboard --csv`` rows (rank, model, rating, lower, upper, battles) as JSON rows."""
+    import csv
+
+    reader = csv.DictReader(text.splitlines())
+    wanted = ("rank", "model", "rating", "lower", "upper", "battles")
+    missing = [c for c in wanted if c not in (reader.fieldnames or [])]
+    if missing:
+        raise LeaderboardError(f"{path}: neither JSON nor a leaderboard CSV (no column "
+                               f"{', '.join(missing)}; expected {', '.join(wanted)})")
+    rows = []
+    for number, row in enumerate(reader, start=2):
+        try:
+            rows.append({"model": row["model"], "rank": int(row["rank"]),
+                         "battles": int(row["battles"]),
+                         **{c: float(row[c]) for c in ("rating", "lower", "upper")}})
+        except (TypeError, ValueError) as exc:
+            raise LeaderboardError(f"{path}:{number}: {exc}") from None
     return rows
 
 

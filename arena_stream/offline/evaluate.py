@@ -174,10 +174,12 @@ async def judge_all(
     return rows
 
 
-def read_testset(path: str | Path, config: Config) -> list[Prompt]:
+def read_testset(path: str | Path, config: Config, mapping: Any = None,
+                 options: Any = None) -> list[Prompt]:
+    """The test set's prompts, from any source and format ``publish`` reads."""
     from arena_stream.datasets.prompts import read_prompt_file
 
-    good, bad = read_prompt_file(path, config.limits)
+    good, bad = read_prompt_file(path, config.limits, mapping, options)
     for line, reason in bad:
         log.warning("eval.bad_line", line=line, reason=reason)
     return [g.prompt for g in good]

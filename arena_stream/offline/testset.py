@@ -56,6 +56,8 @@ import msgspec
 import numpy as np
 import structlog
 
+from arena_stream.datasets.formats import FieldMapping
+from arena_stream.datasets.sources import SourceOptions
 from arena_stream.judges.difficulty import DifficultyRater
 from arena_stream.schemas.events import PromptIn
 
@@ -120,46 +122,46 @@ def _check_shape(prompt: PromptIn, *, require_final_user: bool) -> str | None:
 
 
 def read_prompts(
-    path: str | os.PathLike[str], *, require_final_user: bool = True, unique_ids: bool = True
+    path: str | os.PathLike[str], *, require_final_user: bool = True, unique_ids: bool = True,
+    mapping: FieldMapping | None = None, options: SourceOptions | None = None,
 ) -> tuple[list[PromptRecord], list[BadLine]]:
-    """Read a JSONL prompt file; bad lines are returned with their number, never raised.
+    """Read prompts from any source users have; bad records come back with their number.
 
-    Blank lines are ignored. With ``unique_ids`` a repeated id is a bad line (the
-    first one wins), because ids key the caches and the output.
+    JSON lines, JSON arrays, Parquet, Hugging Face datasets and stdin, in our
+    format or another (:mod:`arena_stream.datasets.formats`), which is written
+    out in ours. With ``unique_ids`` a repeated id is a bad record (the first
+    one wins), because ids key the caches and the output.
     """
+    from arena_stream.datasets.prompts import converted_records
     from arena_stream.models.embeddings import conversation_text
 
     records: list[PromptRecord] = []
     bad: list[BadLine] = []
     seen: set[str] = set()
-    with open(path, "rb") as handle:
-        for number, data in enumerate(handle, start=1):
-            try:
-                raw_line = data.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                bad.append(BadLine(number, f"not UTF-8: {exc}"))
-                continue
-            if not raw_line.strip():
-                continue
-            try:
-                raw = msgspec.json.decode(raw_line)
-                if not isinstance(raw, dict):
-                    raise msgspec.ValidationError("expected a JSON object")
-                prompt = msgspec.convert(raw, type=PromptIn)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                bad.append(BadLine(number, str(exc)))
-                continue
-            problem = _check_shape(prompt, require_final_user=require_final_user)
-            if problem is None and unique_ids and prompt.id in seen:
-                problem = f"duplicate id {prompt.id!r}"
-            if problem is not None:
-                bad.append(BadLine(number, problem))
-                continue
-            seen.add(prompt.id)
-            records.append(PromptRecord(
-                id=prompt.id, line=number, raw=raw, raw_line=raw_line,
-                text=conversation_text(prompt), digest=content_digest(prompt),
-            ))
+    for item in converted_records(os.fspath(path), mapping, options):
+        if item.error is not None or item.raw is None:
+            bad.append(BadLine(item.position, item.error or "empty"))
+            continue
+        raw_line = item.raw.decode("utf-8")
+        try:
+            raw = msgspec.json.decode(raw_line)
+            if not isinstance(raw, dict):
+                raise msgspec.ValidationError("expected a JSON object")
+            prompt = msgspec.convert(raw, type=PromptIn)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            bad.append(BadLine(item.position, str(exc)))
+            continue
+        problem = _check_shape(prompt, require_final_user=require_final_user)
+        if problem is None and unique_ids and prompt.id in seen:
+            problem = f"duplicate id {prompt.id!r}"
+        if problem is not None:
+            bad.append(BadLine(item.position, problem))
+            continue
+        seen.add(prompt.id)
+        records.append(PromptRecord(
+            id=prompt.id, line=item.position, raw=raw, raw_line=raw_line,
+            text=conversation_text(prompt), digest=content_digest(prompt),
+        ))
     return records, bad
 
 

@@ -131,13 +131,14 @@ def _validate(df: pl.DataFrame, source: str, keep: Sequence[str] = ()) -> pl.Dat
 
 
 def load_battles(path: str | Path, *, keep: Sequence[str] = ()) -> pl.DataFrame:
-    """Read LMArena-format battles from JSONL (``.jsonl``/``.json``) or Parquet.
+    """Read LMArena-format battles from JSON lines, a JSON array or Parquet.
 
-    Returns ``model_a``, ``model_b``, ``winner`` (and ``ts`` in unix seconds
-    when the file has ``ts`` or LMArena's ``tstamp``, and those of ``keep``
-    that it has, e.g. ``conv_metadata`` or ``category``); other columns are
-    dropped so that a multi-gigabyte conversation column never reaches memory
-    twice.
+    A file whose first character is ``[`` is a JSON array (LMArena publishes
+    its battles so); anything else not Parquet is JSON lines. Returns
+    ``model_a``, ``model_b``, ``winner`` (and ``ts`` in unix seconds when the
+    file has ``ts`` or LMArena's ``tstamp``, and those of ``keep`` that it
+    has, e.g. ``conv_metadata`` or ``category``); other columns are dropped so
+    that a multi-gigabyte conversation column never reaches memory twice.
     """
     p = Path(path)
     if not p.is_file():
@@ -145,11 +146,48 @@ def load_battles(path: str | Path, *, keep: Sequence[str] = ()) -> pl.DataFrame:
     try:
         if p.suffix.lower() in (".parquet", ".pq"):
             df = pl.read_parquet(p)
+        elif _starts_with_bracket(p):
+            df = _read_json_array(p, keep)
         else:
             df = pl.read_ndjson(p, infer_schema_length=None)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise BattleDataError(f"{p}: cannot read battles: {exc}") from None
     return _validate(df, str(p), keep)
+
+
+def _starts_with_bracket(path: Path) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(4096).lstrip()
+    return head[:1] == b"["
+
+
+def _read_json_array(path: Path, keep: Sequence[str]) -> pl.DataFrame:
+    """Only the wanted columns of a JSON array: its conversations are never materialised."""
+    from typing import Any
+
+    import msgspec
+
+    typed = {"model_a": str | None, "model_b": str | None, "winner": str | None,
+             "tstamp": float | None, "ts": float | None}
+    wanted = [*typed, *(k for k in keep if k not in typed)]
+    # Attribute names are positional, so any column name (even "not-an-identifier") works.
+    row = msgspec.defstruct("BattleRow", [(f"c{i}", typed.get(k, Any), None)
+                                          for i, k in enumerate(wanted)],
+                            rename={f"c{i}": k for i, k in enumerate(wanted)})
+    try:
+        rows = msgspec.json.decode(path.read_bytes(), type=list[row])  # type: ignore[valid-type]
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise BattleDataError(f"{path}: not a JSON array of battles: {exc}") from None
+    columns: dict[str, list[object]] = {c: [getattr(r, f"c{i}") for r in rows]
+                                        for i, c in enumerate(("model_a", "model_b", "winner"))}
+    schema: dict[str, Any] = dict.fromkeys(columns, pl.String)
+    for i, name in enumerate(wanted[3:], start=3):  # optional: only the columns the file has
+        values = [getattr(r, f"c{i}") for r in rows]
+        if any(v is not None for v in values):
+            columns[name] = values
+            if name in typed:
+                schema[name] = pl.Float64
+    return pl.DataFrame(columns, schema_overrides=schema, strict=False)
 
 
 def battles_from_judgments(judgments: Iterable[Judgment], *, style: bool = False) -> pl.DataFrame:

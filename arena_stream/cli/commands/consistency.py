@@ -1,8 +1,8 @@
 """Compare two leaderboards, or two judges, as Arena Learning validates WizardArena.
 
-With --ours and --reference: two ``leaderboard --json`` files (a JSON list of
-rows with model, rating, lower, upper, battles, rank). Over the models both
-rank, it reports the Spearman correlation, agreement with 95% CI,
+With --ours and --reference: two ``leaderboard --json`` or ``leaderboard --csv``
+files (rows with model, rating, lower, upper, battles, rank). Over the models
+both rank, it reports the Spearman correlation, agreement with 95% CI,
 separability with 95% CI and their average.
 
 With --config and --rejudged NAME: the live judge against a second judge that
@@ -17,20 +17,21 @@ import argparse
 import json
 import sys
 
-from arena_stream.cli.commands.leaderboard import parse_time
+from arena_stream.cli.arguments import time_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     files = parser.add_argument_group("two leaderboards")
-    files.add_argument("--ours", help="our leaderboard, JSON")
-    files.add_argument("--reference", help="the reference leaderboard (e.g. human arena), JSON")
+    files.add_argument("--ours", help="our leaderboard, JSON or CSV")
+    files.add_argument("--reference",
+                       help="the reference leaderboard (e.g. human arena), JSON or CSV")
     judges = parser.add_argument_group("two judges")
     judges.add_argument("--config", help="the arena's TOML configuration")
     judges.add_argument("--rejudged", metavar="NAME",
                         help="the second judge's run (`rejudge --name NAME`)")
-    judges.add_argument("--from", dest="from_time", type=parse_time, metavar="T",
+    judges.add_argument("--from", dest="from_time", type=time_arg, metavar="T",
                         help="first live judgment time (ISO-8601 or unix seconds)")
-    judges.add_argument("--to", dest="to_time", type=parse_time, metavar="T",
+    judges.add_argument("--to", dest="to_time", type=time_arg, metavar="T",
                         help="last live judgment time (ISO-8601 or unix seconds)")
     parser.add_argument("--json", action="store_true", help="print the measures as JSON")
 

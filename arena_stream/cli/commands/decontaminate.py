@@ -4,7 +4,9 @@ For every test prompt, its ``--top-k`` most similar training prompts (sentence
 embeddings, cosine >= ``--threshold``) are removed, as are training prompts
 with the same normalised text as a test prompt, exact duplicates and near
 duplicates (cosine >= ``--near-dup-threshold``) within the training file.
-Kept lines are written unchanged; ``--report`` says what was removed and why.
+Kept prompts are written unchanged when they were in our format (converted to
+it otherwise: any format ``publish`` reads is accepted, for the test sets too);
+``--report`` says what was removed and why.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import json
 import sys
 from pathlib import Path
 
+from arena_stream.cli.arguments import INPUT_HELP, add_input_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prompts", required=True, help="training prompts, JSONL")
+    parser.add_argument("--prompts", required=True, help=f"training prompts: {INPUT_HELP}")
     parser.add_argument("--against", required=True, nargs="+", metavar="TESTSET",
-                        help="one or more test set JSONL files")
+                        help="one or more test sets (any prompt format, fields inferred)")
+    add_input_arguments(parser)
     parser.add_argument("--out", required=True, help="kept training prompts, JSONL")
     parser.add_argument("--top-k", type=int, default=5,
                         help="nearest training prompts checked per test prompt (default 5; "
@@ -49,13 +54,13 @@ def main(args: argparse.Namespace) -> int:
     if args.top_k < 0:
         print("arena-stream decontaminate: error: --top-k must be >= 0", file=sys.stderr)
         return 2
-    for path in [args.prompts, *args.against]:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"file not found: {path}")
+    from arena_stream.cli.arguments import input_options
     from arena_stream.models.embeddings import embed
     from arena_stream.offline import decontaminate as dc
 
-    records, bad = dc.read_prompts(args.prompts, require_final_user=False, unique_ids=False)
+    mapping, source = input_options(args)
+    records, bad = dc.read_prompts(args.prompts, require_final_user=False, unique_ids=False,
+                                   mapping=mapping, options=source)
     for b in bad:
         print(f"{args.prompts}:{b.line}: skipped: {b.error}", file=sys.stderr)
     tests, problems = dc.read_tests(args.against)

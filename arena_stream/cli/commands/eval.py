@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 
+from arena_stream.cli.arguments import INPUT_HELP, add_input_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--testset", required=True, help="JSONL test set (testset build output)")
+    parser.add_argument("--testset", required=True,
+                        help=f"test set (testset build output, or any prompts: {INPUT_HELP})")
+    add_input_arguments(parser)
     parser.add_argument("--config", help="TOML configuration (default: the embedded default)")
     parser.add_argument("--out", default="eval-battles.jsonl", help="battles file to write")
     parser.add_argument("--cache-dir", default=".arena-stream/eval-cache",
@@ -32,12 +36,13 @@ def main(args: argparse.Namespace) -> int:
 
     import msgspec
 
+    from arena_stream.cli.arguments import input_options
     from arena_stream.config import load
     from arena_stream.offline.evaluate import evaluate, read_testset, write_battles
     from arena_stream.ratings.bradley_terry import leaderboard, load_battles
 
     config = load(args.config)
-    prompts = read_testset(args.testset, config)
+    prompts = read_testset(args.testset, config, *input_options(args))
     if not prompts:
         print("the test set has no usable prompts", file=sys.stderr)
         return 1

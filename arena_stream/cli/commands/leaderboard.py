@@ -14,25 +14,9 @@ import argparse
 import math
 import re
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
-
-def parse_time(text: str) -> float:
-    """ISO-8601 (naive means UTC) or unix seconds -> float unix seconds."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a time: {text!r} (use ISO-8601 like 2024-07-01T12:00:00Z or unix seconds)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+from arena_stream.cli.arguments import time_arg
 
 
 def parse_anchor(text: str) -> tuple[str, float]:
@@ -70,11 +54,13 @@ def _non_negative_float(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--battles", metavar="FILE", help="LMArena battles, JSONL or Parquet")
+    source.add_argument("--battles", metavar="FILE",
+                        help="LMArena battles: JSON lines, a JSON array (LMArena's published "
+                        "file) or Parquet")
     source.add_argument("--config", metavar="FILE", help="read judgments from the Kafka topic")
-    parser.add_argument("--from", dest="from_time", type=parse_time, metavar="T",
+    parser.add_argument("--from", dest="from_time", type=time_arg, metavar="T",
                         help="with --config: first judgment time (ISO-8601 or unix seconds)")
-    parser.add_argument("--to", dest="to_time", type=parse_time, metavar="T",
+    parser.add_argument("--to", dest="to_time", type=time_arg, metavar="T",
                         help="with --config: last judgment time (ISO-8601 or unix seconds)")
     parser.add_argument("--rejudged", metavar="NAME",
                         help="with --config: the verdicts of a second judge (`rejudge --name "
@@ -307,6 +293,10 @@ def main(args: argparse.Namespace) -> int:
 
     from arena_stream.ratings import bradley_terry as bt
 
+    if args.plot or args.history_plot:  # before the fit, not after minutes of bootstrap
+        from arena_stream.cli.errors import require_module
+
+        require_module("matplotlib", what="--plot and --history-plot", extra="plot")
     try:
         battles = _select(args, _load(args))
         if battles.height == 0:

@@ -19,7 +19,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
-from arena_stream.cli.commands.leaderboard import parse_time
+from arena_stream.cli.arguments import time_arg
 
 if TYPE_CHECKING:
     from arena_stream.config import BattlesConfig, JudgeConfig
@@ -30,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge-config", required=True, metavar="FILE",
                         help="TOML with the second judge's [judge] table")
     parser.add_argument("--name", help="names the output topic (default: from the judge's model)")
-    parser.add_argument("--from", dest="from_time", type=parse_time, metavar="T",
+    parser.add_argument("--from", dest="from_time", type=time_arg, metavar="T",
                         help="first battle time (ISO-8601 or unix seconds)")
-    parser.add_argument("--to", dest="to_time", type=parse_time, metavar="T",
+    parser.add_argument("--to", dest="to_time", type=time_arg, metavar="T",
                         help="last battle time (ISO-8601 or unix seconds)")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="battles judged at once (default: the judge's concurrency)")

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 
+from arena_stream.cli.arguments import time_arg
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="TOML configuration file")
     parser.add_argument("--topic", required=True, help="short or full topic name")
     start = parser.add_mutually_exclusive_group()
-    start.add_argument("--from-time", help="first record time (ISO-8601 or unix seconds)")
+    start.add_argument("--from-time", type=time_arg,
+                       help="first record time (ISO-8601 or unix seconds)")
     start.add_argument("--from-offset", type=int, help="first offset, in every partition")
-    parser.add_argument("--to-time", help="last record time (inclusive)")
+    parser.add_argument("--to-time", type=time_arg, help="last record time (inclusive)")
     parser.add_argument("--to-offset", type=int, help="last offset (inclusive), every partition")
     parser.add_argument("--out", help="output file: .parquet or .jsonl")
 
@@ -28,13 +31,19 @@ def main(args: argparse.Namespace) -> int:
 
     import msgspec
 
+    from arena_stream.cli.errors import UserError
     from arena_stream.config import load
-    from arena_stream.kafka.replay import parse_time, read_window, write_rows
+    from arena_stream.kafka.io import topic_name
+    from arena_stream.kafka.replay import read_window, write_rows
 
     config = load(args.config)
+    try:
+        topic_name(config, args.topic)  # a misspelt topic is named before connecting
+    except KeyError as exc:
+        raise UserError(exc.args[0]) from None
     rows = asyncio.run(read_window(
-        config, args.topic, from_time=parse_time(args.from_time),
-        to_time=parse_time(args.to_time), from_offset=args.from_offset,
+        config, args.topic, from_time=args.from_time,
+        to_time=args.to_time, from_offset=args.from_offset,
         to_offset=args.to_offset,
     ))
     if args.out:

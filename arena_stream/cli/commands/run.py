@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 
+from arena_stream.cli.arguments import INPUT_HELP, add_input_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML configuration (default: the embedded default)")
-    parser.add_argument("--prompts", help="JSONL prompts (default: the bundled prompt set)")
+    parser.add_argument("--prompts",
+                        help=f"prompts (default: the bundled prompt set): {INPUT_HELP}")
+    add_input_arguments(parser)
     parser.add_argument("--limit", type=int, default=0, help="use only the first N prompts")
     parser.add_argument(
         "--rounds", type=int, default=0,
@@ -34,9 +38,11 @@ def main(args: argparse.Namespace) -> int:
 
     import msgspec
 
+    from arena_stream.cli.arguments import input_options
+    from arena_stream.cli.checks import require_environment
     from arena_stream.cli.flywheel_run import run_flywheel
     from arena_stream.config import load, secrets
-    from arena_stream.datasets.prompts import bundled_prompts_path, read_prompt_file
+    from arena_stream.datasets.prompts import bundled_prompts_path, read_prompts
     from arena_stream.kafka.broker import broker_for
     from arena_stream.logging import redact
 
@@ -46,10 +52,14 @@ def main(args: argparse.Namespace) -> int:
         config = msgspec.structs.replace(
             config, training=msgspec.structs.replace(config.training, enabled=False)
         )
-    path = args.prompts or bundled_prompts_path()
-    lines, bad = read_prompt_file(path, config.limits)
-    for n, reason in bad:
+    require_environment(config, "run")  # secrets, files, model directory: before starting
+    path = args.prompts or str(bundled_prompts_path())
+    found = read_prompts(path, config.limits, *input_options(args))
+    lines = found.good
+    for n, reason in found.bad:
         print(f"{path}:{n}: skipped: {reason}", file=sys.stderr)
+    for note in found.notes(path):
+        print(note, file=sys.stderr)
     if args.limit:
         lines = lines[: args.limit]
     if not lines:

@@ -1,4 +1,4 @@
-"""Build a WizardArena-style offline test set (diverse + hard) from a JSONL prompt file.
+"""Build a WizardArena-style offline test set (diverse + hard) from a prompt source.
 
 ``arena-stream testset build --prompts in.jsonl --out testset.jsonl`` clusters
 the prompts with K-Means over sentence embeddings, takes a few per cluster
@@ -12,6 +12,7 @@ rated and unrated prompts and the hard prompts kept against those asked for,
 with the difficulty distribution of the pool and of the hard subset; a hard
 subset that is empty or under half of what was asked for is an error (exit 1,
 nothing written) unless ``--allow-partial``.
+The prompts may be in any format ``publish`` reads; the test set is written in ours.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+
+from arena_stream.cli.arguments import INPUT_HELP, add_input_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="testset_command", metavar="ACTION", required=True)
     b = sub.add_parser("build", help="build the test set", description=__doc__)
-    b.add_argument("--prompts", required=True, help="input JSONL: one prompt per line")
+    b.add_argument("--prompts", required=True, help=f"input prompts: {INPUT_HELP}")
+    add_input_arguments(b)
     b.add_argument("--out", required=True, help="output JSONL test set")
     b.add_argument("--config", help="TOML config whose [judge] rates difficulty "
                    "(default: the embedded default)")
@@ -67,14 +70,14 @@ def main(args: argparse.Namespace) -> int:
     if problem:
         print(f"arena-stream testset: error: {problem}", file=sys.stderr)
         return 2
-    if not Path(args.prompts).is_file():
-        raise FileNotFoundError(f"prompt file not found: {args.prompts}")
     import asyncio
 
+    from arena_stream.cli.arguments import input_options
     from arena_stream.models.embeddings import embed
     from arena_stream.offline import testset
 
-    records, bad = testset.read_prompts(args.prompts)
+    mapping, source = input_options(args)
+    records, bad = testset.read_prompts(args.prompts, mapping=mapping, options=source)
     for b in bad:
         print(f"{args.prompts}:{b.line}: skipped: {b.error}", file=sys.stderr)
     if not records:

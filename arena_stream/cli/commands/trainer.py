@@ -16,14 +16,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import asyncio
+    import contextlib
     import signal
 
+    from arena_stream.cli.checks import require_environment
     from arena_stream.config import load, secrets
     from arena_stream.logging import redact
     from arena_stream.trainers.service import TrainerService
 
     config = load(args.config)
     redact(*secrets(config))
+    require_environment(config, "trainer")  # secrets, files, model directory: before waiting
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -31,7 +34,20 @@ def main(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         print(f"trainer waiting for jobs on {config.broker.bootstrap_servers}", flush=True)
-        await TrainerService(config).serve(stop)
+        # The service looks at ``stop`` between jobs (a running job is finished first),
+        # but not while it waits for its broker, which it does for ever: a signal
+        # then cancels the wait, so a trainer whose broker never comes can be stopped.
+        trainer = TrainerService(config)
+        service = asyncio.ensure_future(trainer.serve(stop))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({service, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not service.done() and trainer.running is None:
+            service.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await service
+            return
+        await service  # a service that failed on its own reports why
 
     asyncio.run(serve())
     return 0

@@ -30,18 +30,36 @@ def main(args: argparse.Namespace) -> int:
     import sys
     import threading
 
+    from arena_stream.cli.checks import require_environment
     from arena_stream.config import load, secrets
+    from arena_stream.kafka.io import ensure_ready
     from arena_stream.logging import redact
     from arena_stream.streams.worker import running_worker, wait_until_ready
 
     config = load(args.config)
     redact(*secrets(config))
+    require_environment(config, "worker")  # secrets, files, model directory: before waiting
     if not config.broker.bootstrap_servers:
         raise SystemExit("worker needs [broker] bootstrap_servers (or use 'arena-stream run')")
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        # The wait for the broker (for ever: a service may start first) happens before
+        # the signals are held back below, and a signal ends it: a worker whose broker
+        # never comes stops on Ctrl-C or SIGTERM. running_worker's own wait is then instant.
+        waiting = asyncio.ensure_future(ensure_ready(config, timeout=None))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, waiting.cancel)
+        try:
+            await waiting
+        except asyncio.CancelledError:
+            if waiting.cancelled():
+                return  # stopped before the broker answered: nothing to hand back
+            raise
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
         # faust's Worker installs its own SIGINT/SIGTERM handlers as it starts, replacing
         # any set before: those stop faust but never ended our wait, so the process hung on
         # SIGTERM; and a stop that races faust's start-up hangs in faust's shutdown. So the
