@@ -455,3 +455,19 @@ def test_dead_letter_helper_keeps_the_bytes(rec) -> None:
     assert isinstance(letter, DeadLetter) and letter.original_b64 == "/3Jhdw=="
     assert letter.original is None and original_bytes(letter) == b"\xffraw"
     assert out.counters["deadletter.judge.x"] == 1
+
+
+def test_collect_keeps_the_conversation_once_and_battles_carry_it_and_the_metadata(rec) -> None:
+    store, ctx = MemoryStore(), collect_ctx()
+    checks = {"checks": [{"check": "lowercase"}]}
+    for player in ("t", "c"):
+        g = gen(player)
+        g.metadata = checks
+        store.apply(collect.collect(rec("generations", g), store, ctx))
+    state = store.table(collect.TABLE).get("p1")
+    assert state.messages == [Message("user", "q")] and state.metadata == checks
+    assert all(g.messages == [] and g.metadata == {} for g in state.generations.values())
+    last = gen("d")
+    last.metadata = checks
+    battles = collect.collect(rec("generations", last), store, ctx).events("battles")
+    assert all(b.messages == [Message("user", "q")] and b.metadata == checks for b in battles)

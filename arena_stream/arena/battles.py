@@ -57,6 +57,7 @@ def form_battles(
                 round=max(a.round, b.round),
                 messages=a.messages,
                 category=a.category,
+                metadata=a.metadata,
                 model_a=a.model,
                 model_b=b.model,
                 player_a=a.player,

@@ -52,8 +52,12 @@ class ChatClient(Protocol):
     ) -> Completion: ...
 
     async def use_version(
-        self, version: int, path: str, served_name: str | None = None
-    ) -> None: ...
+        self, version: int, path: str, served_name: str | None = None,
+        adapter: bool | None = None,
+    ) -> None:
+        """Play ``version``: a LoRA adapter (``adapter``) or a whole checkpoint at ``path``;
+        None: tell from the directory."""
+        ...
 
     async def ready(self) -> None:
         """Raise :class:`ModelUnavailable` unless the model can answer (checked at start)."""
@@ -116,6 +120,15 @@ class ModelUnavailable(Exception):
         self.label = label
         self.reason = reason
         self.fix = fix
+
+
+def whole_checkpoint(path: str, adapter: bool | None) -> bool:
+    """Whether a version is a whole checkpoint: as published, else told from its directory."""
+    if adapter is not None:
+        return not adapter
+    from arena_stream.models.local import is_full_checkpoint
+
+    return is_full_checkpoint(path)
 
 
 def _with_system(spec: ModelConfig, messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -362,7 +375,8 @@ class OpenAIClient(_Bounded):
                 "fix the model name in the config",
             )
 
-    async def use_version(self, version: int, path: str, served_name: str | None = None) -> None:
+    async def use_version(self, version: int, path: str, served_name: str | None = None,
+                          adapter: bool | None = None) -> None:
         """Register a LoRA adapter with a vLLM server, then ask for it by name.
 
         Needs the server started with ``--enable-lora`` and
@@ -371,10 +385,9 @@ class OpenAIClient(_Bounded):
         cannot be loaded through the API: it is used once the server lists it
         under ``served_name``, else the call fails saying how to serve it.
         """
-        from arena_stream.models.local import is_full_checkpoint
 
         name = served_name or f"{self.label}-v{version}"
-        if is_full_checkpoint(path):
+        if whole_checkpoint(path, adapter):
             await self._use_served(version, path, name)
             return
         root = str(self._http.base_url).rstrip("/")
@@ -502,16 +515,17 @@ class TransformersClient(_Bounded):
                 'use "smollm2" (bundled) or the path of a Hugging Face checkpoint',
             ) from None
 
-    async def use_version(self, version: int, path: str, served_name: str | None = None) -> None:
+    async def use_version(self, version: int, path: str, served_name: str | None = None,
+                          adapter: bool | None = None) -> None:
         """An adapter goes on the shared base model; a whole checkpoint gets its own engine.
 
         The base engine may be shared with other players and the judge, so a
         whole checkpoint never replaces it: this client moves to an engine of
         its own, loaded before the switch (calls meanwhile still get answers).
         """
-        from arena_stream.models.local import LocalEngine, is_full_checkpoint
+        from arena_stream.models.local import LocalEngine
 
-        if is_full_checkpoint(path):
+        if whole_checkpoint(path, adapter):
             engine = LocalEngine.shared(path, max_batch=self.base_engine.max_batch,
                                         quantize=self.spec.quantize)
             await engine.wait_ready()
@@ -589,15 +603,15 @@ class VLLMClient(_Bounded):
     async def ready(self) -> None:
         return None  # the engine loaded in the constructor; a failure raised there
 
-    async def use_version(self, version: int, path: str, served_name: str | None = None) -> None:
+    async def use_version(self, version: int, path: str, served_name: str | None = None,
+                          adapter: bool | None = None) -> None:
         """An adapter: a LoRA request on the engine. A whole checkpoint: the engine is reloaded.
 
         One GPU rarely holds two engines, so the old one is shut down first;
         calls made during the reload wait for the new one.
         """
-        from arena_stream.models.local import is_full_checkpoint
 
-        if not is_full_checkpoint(path):
+        if not whole_checkpoint(path, adapter):
             from vllm.lora.request import LoRARequest
 
             self._lora = LoRARequest(served_name or f"{self.label}-v{version}", version, path)

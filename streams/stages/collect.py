@@ -14,6 +14,7 @@ when it has seen them all; a prompt that forms none (too few answers) is a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -41,7 +42,8 @@ class PendingPrompt(StateValue, kw_only=True):
     """
 
     messages: list[Message] = []  # the conversation the players answered
-    generations: dict[str, Generation] = {}  # player -> its generation, without the messages
+    metadata: dict[str, Any] = {}  # the prompt's (checks for the verifier judge)
+    generations: dict[str, Generation] = {}  # player -> its generation, without the two above
     first_ts: float = 0.0  # when the first answer arrived (the sweep's clock starts here)
     done: bool = False
     battles: list[str] = []  # the ids formed, once done
@@ -65,15 +67,19 @@ def collect(record: Record, store: Store, ctx: CollectContext) -> Outcome:
         out.count("collect.repeated")
         return out  # a redelivered generation, or a late one after the battles formed
     messages = state.messages or gen.messages
-    generations = {**state.generations, gen.player: msgspec.structs.replace(gen, messages=[])}
+    metadata = state.metadata or gen.metadata
+    generations = {**state.generations,
+                   gen.player: msgspec.structs.replace(gen, messages=[], metadata={})}
     expected = gen.expected_players or ctx.expected_players
     if not set(expected) <= set(generations):
         out.write(TABLE, gen.prompt_id, PendingPrompt(
-            messages=messages, generations=generations, first_ts=state.first_ts))
+            messages=messages, metadata=metadata, generations=generations,
+            first_ts=state.first_ts))
         return out
     order = {p: i for i, p in enumerate(expected)}
     ordered = sorted(
-        (msgspec.structs.replace(g, messages=messages) for g in generations.values()),
+        (msgspec.structs.replace(g, messages=messages, metadata=metadata)
+         for g in generations.values()),
         key=lambda g: order.get(g.player, len(order)),
     )
     battles = form_battles(ordered, mode=ctx.mode, target_player=ctx.target_player,

@@ -37,7 +37,7 @@ async def generate(record: Record, ctx: GenerateContext) -> Outcome:
     base = dict(
         id=f"{prompt.id}/{ctx.rated_name}", prompt_id=prompt.id, player=ctx.player,
         model=ctx.rated_name, version=ctx.client.version, round=prompt.round,
-        messages=prompt.messages, category=prompt.category,
+        messages=prompt.messages, category=prompt.category, metadata=prompt.metadata,
         expected_players=ctx.expected_players,
     )
     started = asyncio.get_running_loop().time()

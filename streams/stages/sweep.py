@@ -58,7 +58,8 @@ def sweep(pending: Table[PendingPrompt], ctx: SweepContext) -> Outcome:
         if tries < retries:
             ctx.tries.counts[prompt_id] = tries + 1
             out.emit("accepted", prompt_id, Prompt(
-                id=prompt_id, messages=state.messages, category=first.category,
+                id=prompt_id, messages=state.messages, metadata=state.metadata,
+                category=first.category,
                 round=first.round, only_players=missing, ts=now,
             ))
             out.count("sweep.rerequested")
@@ -66,7 +67,8 @@ def sweep(pending: Table[PendingPrompt], ctx: SweepContext) -> Outcome:
         for player in missing:
             out.emit("generations", prompt_id, Generation(
                 id=f"{prompt_id}/{player}", prompt_id=prompt_id, player=player, model=player,
-                messages=state.messages, expected_players=expected, ok=False,
+                messages=state.messages, metadata=state.metadata, expected_players=expected,
+                ok=False,
                 error=f"deadline: no answer after {tries} re-requests", ts=now,
             ))
         out.dead(failure(

@@ -52,7 +52,8 @@ async def apply_version(client: ChatClient, version: ModelVersion) -> bool:
     """Switch ``client`` to ``version`` if it is newer than what it plays; True if it did."""
     if not is_newer(version, client):
         return False
-    await client.use_version(version.version, version.path, version.served_name)
+    await client.use_version(version.version, version.path, version.served_name,
+                             adapter=version.adapter)
     log.info("model.swapped", player=version.name, version=version.version, path=version.path,
              round=version.round)
     return True
