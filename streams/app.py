@@ -393,7 +393,9 @@ class Wiring:
 
             async for rec in tail(config, "models"):
                 version = versions.read_version(rec.value)
-                if version is None or version.name not in rt.player_names:
+                if version is None or not rt.chain.accept(version):
+                    continue  # unreadable, already taken, or not the next version
+                if version.name not in rt.player_names:
                     continue
                 if await versions.apply_version(rt.client(version.name), version):
                     rt.versions[version.name] = version

@@ -61,7 +61,8 @@ async def check_models(runtime: Runtime) -> None:
 async def load_versions(runtime: Runtime) -> None:
     """Apply the newest published version of each player, before any agent runs."""
     records = await read_all(runtime.config, "models")
-    for name, version in versions.newest_versions(r.value for r in records).items():
+    newest = versions.newest_versions((r.value for r in records), runtime.chain)
+    for name, version in newest.items():
         if name in runtime.player_names and await versions.apply_version(
             runtime.client(name), version
         ):

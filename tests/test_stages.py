@@ -437,13 +437,29 @@ def test_trigger_state_is_typed_and_survives_a_json_round_trip(rec) -> None:
 # -- versions -------------------------------------------------------------------------------
 
 
-def test_newest_versions_skip_unreadable_records() -> None:
-    def v(n: int) -> bytes:
-        return encode(ModelVersion(name="t", version=n, parent_version=n - 1, path=f"/m/{n}",
-                                   job_id=f"j{n}", kind="sft"))
+def version(n: int) -> bytes:
+    return encode(ModelVersion(name="t", version=n, parent_version=n - 1, path=f"/m/{n}",
+                               job_id=f"j{n}", kind="sft"))
 
-    newest = versions.newest_versions([v(1), b"garbage", v(3), None, v(2)])
+
+def test_newest_versions_follow_the_chain_and_skip_forged_and_unreadable_records() -> None:
+    records = [version(1), b"garbage", version(2), None, version(2**31), version(3)]
+    newest = versions.newest_versions(records)
     assert newest["t"].version == 3 and list(newest) == ["t"]
+    chain = versions.VersionChain()
+    versions.newest_versions([version(1), version(2)], chain)
+    assert versions.newest_versions([version(1), version(2), version(3)], chain)["t"].version == 3
+
+
+async def test_a_version_that_cannot_be_loaded_is_skipped_not_fatal() -> None:
+    class Refusing:
+        version = 0
+
+        async def use_version(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("load_lora_adapter: 400 invalid path")
+
+    v = msgspec.json.decode(version(1), type=ModelVersion)
+    assert await versions.apply_version(Refusing(), v) is False  # type: ignore[arg-type]
 
 
 def test_dead_letter_helper_keeps_the_bytes(rec) -> None:

@@ -55,10 +55,11 @@ def job_config(cfg: TrainingConfig, job: TrainingJob) -> TrainingConfig:
     """
     if not job.hyperparameters:
         return cfg
-    known = set(TrainingConfig.__struct_fields__)
-    unknown = sorted(set(job.hyperparameters) - known)
-    if unknown:
-        raise ValueError(f"job {job.id}: unknown hyperparameters {', '.join(unknown)}")
+    from arena_stream.arena.kinds import hyperparameter_problems, kind
+
+    problems = hyperparameter_problems(kind(job.kind), job.hyperparameters)
+    if problems:
+        raise ValueError(f"job {job.id}: hyperparameters refused: {'; '.join(problems)}")
     merged = {**msgspec.structs.asdict(cfg), **job.hyperparameters}
     return msgspec.convert(merged, TrainingConfig)
 
@@ -273,6 +274,12 @@ def train_and_save(job: PreparedJob) -> TrainResult:
     started = time.perf_counter()
     output = trainer.train()
     seconds = time.perf_counter() - started
+    diverged = [i for i, loss in enumerate(progress.losses) if not math.isfinite(loss)]
+    if diverged or not math.isfinite(float(output.training_loss)):
+        # A version trained into NaN is garbage; say so instead of publishing it (and a
+        # NaN in its metrics would encode as null and fail to decode wherever it is read).
+        step = diverged[0] + 1 if diverged else "the end"
+        raise RuntimeError(f"training diverged: the loss is not finite at logging step {step}")
     model = trainer.accelerator.unwrap_model(trainer.model)
     if adapter and REF_ADAPTER in getattr(model, "peft_config", {}):
         # DPO's frozen copy of the parent adapter; not part of the new version.

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -29,7 +31,7 @@ import msgspec
 import structlog
 
 from arena_stream import trainers
-from arena_stream.arena.kinds import kind
+from arena_stream.arena.kinds import UnknownKind, hyperparameter_problems, kind
 from arena_stream.config import Config
 from arena_stream.kafka.io import (
     consumer,
@@ -50,6 +52,16 @@ from arena_stream.schemas import (
 from arena_stream.trainers.common import TrainResult
 
 log = structlog.get_logger(__name__)
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MAX_JOB_SAMPLES = 1_000_000
+
+
+def finite(metrics: dict[str, Any]) -> dict[str, float]:
+    """Metrics that JSON can carry: a NaN loss encodes as null, and a version carrying one
+    would then fail to decode everywhere it is read."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 class TrainerService:
@@ -105,7 +117,51 @@ class TrainerService:
                             continue
                         if not isinstance(job, TrainingJob) or job.id in self.finished:
                             continue
+                        problem = self.job_problem(job)
+                        if problem is not None:
+                            await self.refuse(job, problem)
+                            continue
                         await self.run(job)
+
+    def out_dir(self, job: TrainingJob) -> Path:
+        return Path(self.config.training.model_dir).resolve() / job.base_model / job.id
+
+    def job_problem(self, job: TrainingJob) -> str | None:
+        """Why a record on the jobs topic must not be run (None: it may).
+
+        The trainer writes under ``model_dir`` and trains with what a job says, so a
+        job is checked as input from anyone who can write the topic: its kind has a
+        registry entry, it trains the configured target, its id is a plain name (the
+        new version's directory must stay inside ``model_dir``), its samples and
+        offsets are sane, and its hyperparameters are on the allow-list, in bounds.
+        """
+        try:
+            entry = kind(job.kind)
+        except UnknownKind as exc:
+            return str(exc)
+        if job.base_model != self.config.target.name:
+            return (f"base_model {job.base_model!r} is not the target "
+                    f"({self.config.target.name!r})")
+        if not SAFE_NAME.fullmatch(job.id) or ".." in job.id:
+            return f"job id {job.id!r} is not a plain name ([A-Za-z0-9._-], no '..')"
+        root = Path(self.config.training.model_dir).resolve()
+        if not self.out_dir(job).is_relative_to(root):
+            return f"job {job.id} would write outside {root}"
+        if not 0 < len(job.sample_ids) <= MAX_JOB_SAMPLES:
+            return f"{len(job.sample_ids)} samples (1..{MAX_JOB_SAMPLES} allowed)"
+        first, last = job.offsets.get("0", [0, -1])
+        if not 0 <= first <= last:
+            return f"offset range {first}..{last} is not a range of the {entry.topic} buffer"
+        problems = hyperparameter_problems(entry, job.hyperparameters)
+        return "; ".join(problems) if problems else None
+
+    async def refuse(self, job: TrainingJob, problem: str) -> None:
+        log.warning("job.refused", job_id=job.id, reason=problem)
+        async with producer(self.config) as p:
+            status = JobStatus(job_id=job.id, state="failed", kind=job.kind,
+                               message=f"refused: {problem}"[:2000], ts=time.time())
+            await p.send_and_wait(topic_name(self.config, "jobs"), encode(status),
+                                  key=job.id.encode())
 
     async def samples(self, job: TrainingJob) -> list[Any]:
         entry = kind(job.kind)
@@ -114,7 +170,12 @@ class TrainerService:
         records = await read_all(self.config, entry.topic, start={0: first}, end={0: last + 1})
         found: dict[str, Any] = {}
         for r in records:
-            s = decode(r.value, entry.sample)
+            try:
+                s = decode(r.value or b"", entry.sample)
+            except msgspec.MsgspecError as exc:
+                # Not a sample (another client wrote the buffer): it cannot be one of ours.
+                log.warning("job.bad_sample_record", job_id=job.id, offset=r.offset, error=str(exc))
+                continue
             if s.id in wanted and s.id not in found:
                 found[s.id] = s
         missing = wanted - set(found)
@@ -130,7 +191,7 @@ class TrainerService:
 
             async def status(state: str, message: str = "", **metrics: float) -> None:
                 ev = JobStatus(job_id=job.id, state=state, kind=job.kind,  # type: ignore[arg-type]
-                               message=message, metrics=metrics, ts=time.time())
+                               message=message, metrics=finite(metrics), ts=time.time())
                 await p.send_and_wait(jobs_topic, encode(ev), key=job.id.encode())
 
             await status("started", f"{len(job.sample_ids)} samples")
@@ -148,7 +209,7 @@ class TrainerService:
             version = ModelVersion(
                 name=job.base_model, version=number, parent_version=job.base_version,
                 path=result.path, adapter=result.adapter, job_id=job.id,
-                kind=job.kind, round=job.round, metrics=result.metrics,
+                kind=job.kind, round=job.round, metrics=finite(result.metrics),
                 served_name=f"{job.base_model}-v{number}", ts=time.time(),
             )
             await p.send_and_wait(topic_name(self.config, "models"), encode(version),
@@ -156,7 +217,7 @@ class TrainerService:
             self.versions[job.base_model] = version
             self.finished.add(job.id)
             _record_version(Path(self.config.training.model_dir), version)
-            metrics = dict(result.metrics)
+            metrics = finite(result.metrics)
             metrics["wall_seconds"] = time.time() - started
             done = JobStatus(job_id=job.id, state="finished", kind=job.kind, version=number,
                              message=f"published {job.base_model}@v{number}", metrics=metrics,
@@ -169,8 +230,7 @@ class TrainerService:
 
     async def _train(self, job: TrainingJob, samples: list[Any], status: Any) -> TrainResult:
         """Run ``python -m arena_stream.trainers`` for the job and return its result."""
-        model_dir = Path(self.config.training.model_dir).resolve()
-        out = model_dir / job.base_model / job.id
+        out = self.out_dir(job)
         out.parent.mkdir(parents=True, exist_ok=True)
         parent = self.versions.get(job.base_model)
         with tempfile.TemporaryDirectory(prefix="arena-job-") as tmp:

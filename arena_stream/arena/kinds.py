@@ -86,6 +86,32 @@ SHARED_HYPERPARAMETERS = (
     "batch_size", "gradient_accumulation_steps", "max_length", "seed",
 )
 
+# What a job on the jobs topic may ask for, at most. The trainer takes a job's
+# hyperparameters only from this list and within these bounds: anyone who can write the
+# jobs topic must not be able to make it train for ever or on an absurd shape.
+HYPERPARAMETER_BOUNDS: dict[str, tuple[float, float]] = {
+    "lora_r": (1, 1024), "lora_alpha": (1, 4096), "lora_dropout": (0.0, 0.9),
+    "learning_rate": (1e-8, 1.0), "epochs": (0.0, 100.0), "max_steps": (-1, 100_000),
+    "batch_size": (1, 4096), "gradient_accumulation_steps": (1, 1024),
+    "max_length": (8, 131_072), "seed": (0, 2**31 - 1), "dpo_beta": (1e-4, 100.0),
+}
+
+
+def hyperparameter_problems(entry: TrainingKind, params: dict[str, Any]) -> list[str]:
+    """Why a job's hyperparameters cannot be trained with (an empty list when they can)."""
+    allowed = set(SHARED_HYPERPARAMETERS) | set(entry.extra_hyperparameters)
+    problems = [f"{name!r} is not a hyperparameter a {entry.name} job may set"
+                for name in sorted(set(params) - allowed)]
+    for name, value in params.items():
+        bounds = HYPERPARAMETER_BOUNDS.get(name)
+        if name not in allowed or bounds is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            problems.append(f"{name} = {value!r} is not a number")
+        elif not bounds[0] <= value <= bounds[1]:
+            problems.append(f"{name} = {value!r} is outside {bounds[0]}..{bounds[1]}")
+    return problems
+
 KINDS: dict[str, TrainingKind] = {
     k.name: k
     for k in (

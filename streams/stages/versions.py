@@ -24,14 +24,38 @@ from arena_stream.schemas import ModelVersion, decode
 log = structlog.get_logger(__name__)
 
 
-def newest_versions(records: Iterable[bytes | None]) -> dict[str, ModelVersion]:
-    """The newest version of each player among ``records`` (unreadable ones skipped)."""
+class VersionChain:
+    """Which published versions are real: 1, 2, 3, ... per player, each the successor of the last.
+
+    The trainer numbers versions one after another, so a record is taken only as
+    the successor of the last one taken: a forged version 2**31 (from anyone who
+    can write the topic) is ignored instead of pinning every worker to it for
+    ever. The chain follows the log, not what this worker managed to load: a
+    version that fails to load does not stop the next one from being taken.
+    """
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+
+    def accept(self, version: ModelVersion) -> bool:
+        current = self.last.get(version.name, 0)
+        if version.version == current + 1:
+            self.last[version.name] = version.version
+            return True
+        if version.version > current + 1:
+            log.warning("models.version_skipped", player=version.name, version=version.version,
+                        expected=current + 1)
+        return False
+
+
+def newest_versions(records: Iterable[bytes | None],
+                    chain: VersionChain | None = None) -> dict[str, ModelVersion]:
+    """The newest real version of each player among ``records`` (unreadable ones skipped)."""
+    chain = chain or VersionChain()
     newest: dict[str, ModelVersion] = {}
     for raw in records:
         version = read_version(raw)
-        if version is None:
-            continue
-        if version.name not in newest or version.version > newest[version.name].version:
+        if version is not None and chain.accept(version):
             newest[version.name] = version
     return newest
 
@@ -44,16 +68,22 @@ def read_version(raw: bytes | None) -> ModelVersion | None:
         return None
 
 
-def is_newer(version: ModelVersion, client: ChatClient) -> bool:
-    return version.version > client.version
-
-
 async def apply_version(client: ChatClient, version: ModelVersion) -> bool:
-    """Switch ``client`` to ``version`` if it is newer than what it plays; True if it did."""
-    if not is_newer(version, client):
+    """Switch ``client`` to ``version`` (one the chain took) if it is newer; True if it did.
+
+    A version that cannot be loaded (a path the model server refuses, a
+    directory that is gone) is logged and skipped: the player goes on with the
+    version it plays, and the watcher, and the worker's start, never die of it.
+    """
+    if version.version <= client.version:
         return False
-    await client.use_version(version.version, version.path, version.served_name,
-                             adapter=version.adapter)
+    try:
+        await client.use_version(version.version, version.path, version.served_name,
+                                 adapter=version.adapter)
+    except Exception as exc:
+        log.error("model.version_refused", player=version.name, version=version.version,
+                  path=version.path, error=f"{type(exc).__name__}: {exc}")
+        return False
     log.info("model.swapped", player=version.name, version=version.version, path=version.path,
              round=version.round)
     return True
