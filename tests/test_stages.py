@@ -236,7 +236,7 @@ def test_sweep_re_asks_the_missing_players_then_reports_them(rec) -> None:
                              expected_players=["t", "c", "d"], generations_topic="x.generations",
                              now=clock(5.0))
     pending = store.table(collect.TABLE)
-    assert sweep.sweep(pending, ctx).emits == []  # not late yet
+    assert sweep.sweep(pending, ctx).emits == []  # first seen now: not late yet
     ctx.now = clock(20.0)
     [again] = sweep.sweep(pending, ctx).events("accepted")
     assert again.id == "p1" and again.only_players == ["c", "d"]
@@ -487,3 +487,15 @@ def test_collect_keeps_the_conversation_once_and_battles_carry_it_and_the_metada
     last.metadata = checks
     battles = collect.collect(rec("generations", last), store, ctx).events("battles")
     assert all(b.messages == [Message("user", "q")] and b.metadata == checks for b in battles)
+
+
+def test_sweep_measures_age_on_its_own_clock_not_another_workers(rec) -> None:
+    store = MemoryStore()
+    skewed = collect.CollectContext(mode="target-vs-competitors", target_player="t",
+                                    expected_players=["t", "c", "d"], now=clock(-10_000.0))
+    store.apply(collect.collect(rec("generations", gen("t")), store, skewed))  # a clock far behind
+    ctx = sweep.SweepContext(battles=BattlesConfig(sweep_after_s=10), expected_players=["t", "c"],
+                             generations_topic="x.generations", now=clock(5.0))
+    assert sweep.sweep(store.table(collect.TABLE), ctx).emits == []  # not given up at once
+    ctx.now = clock(16.0)
+    assert sweep.sweep(store.table(collect.TABLE), ctx).events("accepted")

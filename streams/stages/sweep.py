@@ -24,9 +24,17 @@ from arena_stream.streams.stages.collect import PendingPrompt
 
 @dataclass
 class SweepTries:
-    """Re-requests this worker made, per prompt id (``retries + 1``: reported missing)."""
+    """What this worker's sweep remembers, in memory: re-requests made per prompt id
+    (``retries + 1``: reported missing), and when it first saw each prompt waiting.
+
+    Ages are measured on this worker's own clock from when its sweep first saw the
+    prompt, never against ``first_ts``, which another worker's clock may have written
+    (the partition moves between workers): a skewed clock cannot make the sweep give
+    up on a prompt early. After a rebalance a waiting prompt's age starts again.
+    """
 
     counts: dict[str, int] = field(default_factory=dict)
+    first_seen: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,8 +54,13 @@ def sweep(pending: Table[PendingPrompt], ctx: SweepContext) -> Outcome:
     out = Outcome()
     now = ctx.now()
     retries = ctx.battles.sweep_retries
+    waiting: set[str] = set()
     for prompt_id, state in pending.items():
-        if state.done or not state.generations or now - state.first_ts < ctx.after_s:
+        if state.done or not state.generations:
+            continue
+        waiting.add(prompt_id)
+        seen = ctx.tries.first_seen.setdefault(prompt_id, now)
+        if now - seen < ctx.after_s:
             continue
         first = next(iter(state.generations.values()))
         expected = first.expected_players or ctx.expected_players
@@ -76,4 +89,7 @@ def sweep(pending: Table[PendingPrompt], ctx: SweepContext) -> Outcome:
             ref=prompt_id, attempts=tries, topic=ctx.generations_topic,
         ))
         ctx.tries.counts[prompt_id] = retries + 1
+    for gone in set(ctx.tries.first_seen) - waiting:  # formed since, or moved to another worker
+        del ctx.tries.first_seen[gone]
+        ctx.tries.counts.pop(gone, None)
     return out
