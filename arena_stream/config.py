@@ -208,6 +208,17 @@ class TrainingConfig(_Section):
     seed: Count = 0
 
 
+class StateConfig(_Section):
+    """How long the stages' tables remember finished work (see each table's Retention)."""
+
+    # A prompt id admitted within this window is recognised: a re-send is dropped, a reused
+    # id with other content refused. After it, the same id is a new prompt (a new play).
+    dedup_window_s: Positive = 7 * 86400.0
+    # Finished work (a prompt whose battles formed, a battle judged, a judgment counted or
+    # routed, a sample buffered) is remembered this long after its input offset is committed.
+    done_retention_s: Positive = 3600.0
+
+
 class WebConfig(_Section):
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -224,6 +235,7 @@ class Config(_Section):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     decontamination: DecontaminationConfig = msgspec.field(default_factory=DecontaminationConfig)
     training: TrainingConfig = msgspec.field(default_factory=TrainingConfig)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)
     web: WebConfig = msgspec.field(default_factory=WebConfig)
     app_id: str = "arena-stream"
     data_dir: str = ".arena-stream"

@@ -59,6 +59,9 @@ class Prompt(Event, kw_only=True):
     digest: str = ""  # sha256 of the canonical content, to spot reused ids
     round: int = 0
     only_players: list[str] = []  # a re-request: only these players answer (empty: all)
+    # One admission of this prompt (set by admit). Battle ids hash it, so a prompt re-sent
+    # after the dedup window is a new play, never taken for the battles of the old one.
+    play: str = ""
 
 
 class Generation(Event, kw_only=True):
@@ -80,6 +83,7 @@ class Generation(Event, kw_only=True):
     completion_tokens: int = 0
     attempts: int = 1
     expected_players: list[str] = []  # every player asked for this prompt
+    play: str = ""  # the prompt's admission (Prompt.play)
     metadata: dict[str, Any] = {}  # the prompt's, carried for the verifier judge (checks)
 
 

@@ -22,6 +22,7 @@ delivery: work is recorded as done only once its output is safely in the log.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -53,7 +54,7 @@ from arena_stream.streams.stages import (
     trigger,
     versions,
 )
-from arena_stream.streams.stages.base import Outcome, Record, failure
+from arena_stream.streams.stages.base import Outcome, Record, Retention, StateValue, failure
 
 log = structlog.get_logger("arena_stream.streams")
 
@@ -80,30 +81,36 @@ TABLES: dict[str, tuple[type[msgspec.Struct], bool]] = {
 class TypedTable(Generic[S]):
     """A faust table whose values are one msgspec Struct type.
 
-    faust keeps a table's values as JSON-able builtins (its changelog codec is
-    JSON), so values are stored as builtins and converted to the Struct on
-    every read: a stored shape that no longer fits its type fails loudly at
-    the read, never half-silently later.
+    Each value is kept as its JSON text: faust's changelog codec is JSON, so the
+    text travels as a JSON string and comes back as the same text on recovery,
+    and in memory a string costs a fraction of the dict of builtins faust would
+    otherwise hold. Every read decodes into the Struct, so a stored shape that no
+    longer fits its type fails loudly at the read, never half-silently later.
     """
 
     def __init__(self, table: faust.TableT, kind: type[S]) -> None:
         self.table = table
-        self.kind = kind
+        self.decoder = msgspec.json.Decoder(kind)
 
     def get(self, key: str) -> S | None:
         raw = self.table.get(key)
-        return None if raw is None else msgspec.convert(raw, self.kind)
+        return None if raw is None else self.decode(key, raw)
+
+    def decode(self, key: str, raw: Any) -> Any:
+        if isinstance(raw, str | bytes):
+            return self.decoder.decode(raw)
+        return msgspec.convert(raw, self.decoder.type)  # written before values were text
 
     def items(self) -> Iterator[tuple[str, S]]:
         for key, raw in list(self.table.items()):
             if raw is not None:
-                yield key, msgspec.convert(raw, self.kind)
+                yield key, self.decode(key, raw)
 
     def set(self, key: str, value: msgspec.Struct | None) -> None:
         if value is None:
             self.table.pop(key, None)
         else:
-            self.table[key] = msgspec.to_builtins(value)
+            self.table[key] = encode(value).decode()
 
 
 class TriggerTable(TypedTable[Any]):
@@ -111,19 +118,13 @@ class TriggerTable(TypedTable[Any]):
 
     def __init__(self, table: faust.TableT) -> None:
         super().__init__(table, trigger.SeenSample)
+        self.state = msgspec.json.Decoder(trigger.TriggerState)
 
-    def get(self, key: str) -> Any:
-        raw = self.table.get(key)
-        if raw is None:
-            return None
-        kind = trigger.TriggerState if key == trigger.STATE_KEY else trigger.SeenSample
-        return msgspec.convert(raw, kind)
-
-    def items(self) -> Iterator[tuple[str, Any]]:
-        for key in list(self.table.keys()):
-            value = self.get(key)
-            if value is not None:
-                yield key, value
+    def decode(self, key: str, raw: Any) -> Any:
+        decoder = self.state if key == trigger.STATE_KEY else self.decoder
+        if isinstance(raw, str | bytes):
+            return decoder.decode(raw)
+        return msgspec.convert(raw, decoder.type)
 
 
 class Overlay:
@@ -156,9 +157,79 @@ class BatchStore(FaustStore):
     def __init__(self, tables: dict[str, Any]) -> None:
         super().__init__({name: Overlay(t) for name, t in tables.items()})
 
-    def hold(self, outcome: Outcome) -> None:
+    def hold(self, outcome: Outcome, record: Record) -> None:
         for w in outcome.writes:
-            self.tables[w.table].pending[w.key] = w.value
+            self.tables[w.table].pending[w.key] = stamped(w.value, record)
+
+
+def changelog_size(value: msgspec.Struct) -> int:
+    """Bytes of a table value on its changelog: its JSON text, as a JSON string."""
+    text = encode(value)
+    return len(text) + text.count(b'"') + text.count(b"\\") + 2
+
+
+def stamped(value: Any, record: Record) -> Any:
+    """A table value marked with when and from which input record it was written."""
+    if not isinstance(value, StateValue):
+        return value
+    return msgspec.structs.replace(value, at=time.time(), partition=record.partition,
+                                   offset=record.offset)
+
+
+class Reaper:
+    """Deletes a table's expired keys (its :class:`Retention`), a few per event.
+
+    faust ties a table write, a delete included, to the partition of the event being
+    processed, so keys are reaped by the agent working on their partition, from a
+    queue of (written at, key) per partition, oldest first. The queue is rebuilt
+    from the table once per partition after a start or rebalance.
+    """
+
+    PER_EVENT = 16  # keys reaped per event at most: the work is spread, never a pause
+
+    def __init__(self, app: faust.App, table: TypedTable[Any], rule: Retention,
+                 keep_s: float, topic_of: Callable[[str, Any], str | None]) -> None:
+        self.app = app
+        self.table = table
+        self.rule = rule
+        self.keep_s = keep_s
+        self.topic_of = topic_of  # (key, value) -> the input topic its offset is on
+        self.queues: dict[int, collections.deque[tuple[float, str]]] = {}
+        self.reaped = 0
+
+    def noted(self, key: str, value: Any) -> None:
+        if isinstance(value, StateValue) and value.partition in self.queues:
+            self.queues[value.partition].append((value.at, key))
+
+    def queue(self, partition: int) -> collections.deque[tuple[float, str]]:
+        queue = self.queues.get(partition)
+        if queue is None:
+            found = sorted((v.at, k) for k, v in self.table.items()
+                           if isinstance(v, StateValue) and v.partition == partition)
+            queue = self.queues[partition] = collections.deque(found)
+        return queue
+
+    def reap(self, partition: int, now: float) -> None:
+        from faust.types import TP
+
+        queue = self.queue(partition)
+        done = 0
+        while queue and done < self.PER_EVENT:
+            at, key = queue[0]
+            if now - at < self.keep_s:
+                return
+            value = self.table.get(key)
+            if value is None or value.at != at or not self.rule.applies(value):
+                queue.popleft()  # rewritten since (queued again then), gone, or not finished
+                continue
+            topic = self.topic_of(key, value)
+            committed = commits.committed_offset(self.app, TP(topic, partition)) if topic else None
+            if committed is None or value.offset >= committed:
+                return  # its input may still come again: wait
+            self.table.set(key, None)
+            queue.popleft()
+            done += 1
+        self.reaped += done
 
 
 def record_of(event: Any) -> Record:
@@ -222,7 +293,37 @@ class Wiring:
         }
         self.tables[trigger.TABLE] = TriggerTable(self.faust_tables[trigger.TABLE])
         self.store = FaustStore(self.tables)
+        self.reapers, self.reapers_by_topic = self.retention()
         self.snapshots = Snapshots(self.send)
+
+    def retention(self) -> tuple[dict[str, Reaper], dict[str, list[Reaper]]]:
+        """A reaper per table that forgets finished work, keyed by table and by input topic."""
+        name = self.names.name
+        buffer_topic = {k.name: name(k.topic) for k in KINDS.values()}
+
+        def fixed(topic: str) -> Callable[[str, Any], str | None]:
+            return lambda key, value: topic
+
+        def seen_sample(key: str, value: Any) -> str | None:  # "seen:<kind>:<id>"
+            return buffer_topic.get(key.split(":", 2)[1]) if key.startswith("seen:") else None
+
+        plan = [  # table, its rule, where its values' offsets are, the topics that reap it
+            (intake.TABLE, intake.RETENTION, fixed(name("checked")), [name("checked")]),
+            (collect.TABLE, collect.RETENTION, fixed(name("generations")), [name("generations")]),
+            (judge.TABLE, judge.RETENTION, fixed(name("battles")), [name("battles")]),
+            (rate.LOG_TABLE, rate.RETENTION, fixed(name("judgments")), [name("judgments")]),
+            (route.TABLE, route.RETENTION, fixed(name("judgments")), [name("judgments")]),
+            (trigger.TABLE, trigger.RETENTION, seen_sample, list(buffer_topic.values())),
+        ]
+        by_table: dict[str, Reaper] = {}
+        by_topic: dict[str, list[Reaper]] = collections.defaultdict(list)
+        for table, rule, topic_of, topics in plan:
+            reaper = Reaper(self.app, self.tables[table], rule, rule.keep_s(self.config),
+                            topic_of)
+            by_table[table] = reaper
+            for topic in topics:
+                by_topic[topic].append(reaper)
+        return by_table, dict(by_topic)
 
     # -- sending and finishing ------------------------------------------------------------
 
@@ -268,12 +369,25 @@ class Wiring:
         return [f"{topic} ({len(value)} bytes)" for topic, _, value in encoded
                 if len(value) > limit] + [
             f"table {w.table} ({size} bytes)" for w in outcome.writes
-            if w.value is not None and (size := len(encode(w.value))) > limit
+            if w.value is not None and (size := changelog_size(w.value)) > limit
         ]
 
-    def write(self, outcome: Outcome) -> None:
+    def write(self, outcome: Outcome, record: Record) -> None:
         for w in outcome.writes:
-            self.tables[w.table].set(w.key, w.value)
+            self.put(w.table, w.key, stamped(w.value, record))
+        self.reap(record)
+
+    def put(self, table: str, key: str, value: Any) -> None:
+        self.tables[table].set(key, value)
+        reaper = self.reapers.get(table)
+        if reaper is not None and value is not None:
+            reaper.noted(key, value)
+
+    def reap(self, record: Record) -> None:
+        """Expire what the tables fed by ``record``'s topic may forget (see Reaper)."""
+        now = time.time()
+        for reaper in self.reapers_by_topic.get(record.topic, ()):
+            reaper.reap(record.partition, now)
 
     def internal_topics(self) -> dict[str, TopicPlan]:
         """faust's own topics for this app (table changelogs, its leader topic), as faust
@@ -305,7 +419,7 @@ class Wiring:
             outcome, encoded = refused, [(e.topic, e.key, self.encode(e.event))
                                          for e in refused.emits]
         await self.publish(outcome, encoded)
-        self.write(outcome)
+        self.write(outcome, record_of(event))
         if outcome.redo:
             commits.redo(event)
 
@@ -446,13 +560,13 @@ class Wiring:
             for event in events:
                 for stage, work in stages:
                     out = await self.run(stage, event, work)
-                    store.hold(out)
+                    store.hold(out, record_of(event))
                     batch.merge(Outcome(emits=out.emits, counters=out.counters))
                     if out.redo:
                         redo.append(event)
             await self.publish(batch)
             self.write_held(store, events[-1])
-            self.tables[rate.TABLE].set(rate.BOOK_KEY, book)
+            self.put(rate.TABLE, rate.BOOK_KEY, stamped(book, record_of(events[-1])))
             for event in redo:
                 commits.redo(event)
             if every and book.judgments // every > before // every:
@@ -463,7 +577,8 @@ class Wiring:
         table_writes_for(event)
         for name, overlay in store.tables.items():
             for key, value in overlay.pending.items():
-                self.tables[name].set(key, value)
+                self.put(name, key, value)
+        self.reap(record_of(event))
 
     def in_order(self, record: Record, last: int) -> bool:
         """Whether ``record`` may be applied after offset ``last``: nothing in between needs it."""
@@ -502,11 +617,11 @@ class Wiring:
                 fold = partial(trigger.trigger, state=state, store=store, ctx=ctx)
                 for event in events:
                     out = await self.run("train", event, fold)
-                    store.hold(out)
+                    store.hold(out, record_of(event))
                     batch.merge(out)
                 await self.publish(batch)
                 self.write_held(store, events[-1])
-                table.set(trigger.STATE_KEY, state)
+                self.put(trigger.TABLE, trigger.STATE_KEY, stamped(state, record_of(events[-1])))
                 for job in batch.events("jobs"):
                     log.info("job.emitted", job_id=job.id, kind=job.kind,
                              samples=len(job.sample_ids), base_version=job.base_version)

@@ -39,7 +39,12 @@ class RunningWorker:
     app: Any  # faust.App
     runtime: Runtime
     config: Config
+    wiring: Any = None  # arena_stream.streams.app.Wiring: tables, reapers
     web: Any = None  # arena_stream.web.live.WebServer when [web] enables it
+
+    def table_sizes(self) -> dict[str, int]:
+        """Keys held per table (what bounded state keeps bounded)."""
+        return {name: len(table) for name, table in self.wiring.faust_tables.items()}
 
     @property
     def should_stop(self) -> bool:
@@ -100,7 +105,7 @@ async def running_worker(
     )
     await worker.start()
     log.info("worker.started", app_id=config.app_id, broker=config.broker.bootstrap_servers)
-    running = RunningWorker(app=app, runtime=runtime, config=config)
+    running = RunningWorker(app=app, runtime=runtime, config=config, wiring=wiring)
     try:
         if config.web.enabled:
             from arena_stream.web.live import start_server

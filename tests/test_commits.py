@@ -247,11 +247,11 @@ async def test_a_seek_in_the_middle_of_a_batch_redelivers_instead_of_losing() ->
     batches = [batch(0, 9), batch(1, 9)]  # the seek to 1 makes the broker send 1.. again
     stop = asyncio.Event()
 
-    async def next_records(timeout: float) -> tuple[Any, Any]:
+    async def fetch(active_partitions: Any, timeout: float) -> Any:
         if batches:
-            return batches.pop(0), {tp}
+            return batches.pop(0)
         stop.set()
-        return None, None
+        return None
 
     async def seek(partition: Any, offset: int) -> None:
         return None
@@ -264,7 +264,8 @@ async def test_a_seek_in_the_middle_of_a_batch_redelivers_instead_of_losing() ->
             await consumer.seek(tp, 1)  # what CommitGuard.heal does for a dropped offset 1
             guard.sought(tp, 1)
 
-    consumer._wait_next_records = next_records  # type: ignore[method-assign]
+    consumer._getmany = fetch  # type: ignore[method-assign]
+    consumer._get_active_partitions = lambda: {tp}  # type: ignore[method-assign]
     consumer._seek = seek  # type: ignore[method-assign]
     consumer.highwater = lambda partition: 10  # type: ignore[method-assign]
     consumer.callback = callback
@@ -277,4 +278,60 @@ async def test_a_seek_in_the_middle_of_a_batch_redelivers_instead_of_losing() ->
     fetcher = SimpleNamespace(_stopped=stop)
     await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=10)
     assert seen == [0, 1, 2, 3, *range(1, 10)]  # 4..9 of the first batch wait for the refetch
+    assert gaps == []
+
+
+async def test_a_seek_while_a_fetch_is_waiting_keeps_the_fetch_it_asked_for() -> None:
+    """The guard seeks while faust waits for the next batch: that batch is the refetch the
+    seek asked for (the client drops what it held for the partition), so it must be kept."""
+    from aiokafka.structs import ConsumerRecord
+    from faust.types import TP
+
+    from arena_stream.kafka import commits
+
+    app = tiny_app()
+    consumer = app.consumer
+    tp = TP("c.judgments", 0)
+    app.topics._acking_topics.add(tp.topic)
+    guard = commits.guard_of(consumer)
+    assert guard is not None
+
+    def batch(first: int, last: int) -> dict[Any, list[Any]]:
+        return {tp: [ConsumerRecord(tp.topic, 0, o, 0, 0, b"k", b"v", None, 1, 1, [])
+                     for o in range(first, last + 1)]}
+
+    batches = [batch(0, 9), batch(1, 9)]  # the seek to 1 makes the broker send 1.. again
+    stop = asyncio.Event()
+
+    async def fetch(active_partitions: Any, timeout: float) -> Any:
+        if len(batches) == 1:  # the commit task seeks while this fetch is in flight
+            await consumer.seek(tp, 1)
+            guard.sought(tp, 1)
+        if batches:
+            return batches.pop(0)
+        stop.set()
+        return None
+
+    async def seek(partition: Any, offset: int) -> None:
+        return None
+
+    seen: list[int] = []
+
+    async def callback(message: Any) -> None:
+        seen.append(message.offset)
+
+    consumer._getmany = fetch  # type: ignore[method-assign]
+    consumer._get_active_partitions = lambda: {tp}  # type: ignore[method-assign]
+    consumer._seek = seek  # type: ignore[method-assign]
+    consumer.highwater = lambda partition: 10  # type: ignore[method-assign]
+    consumer.callback = callback
+    gaps: list[tuple[int, int]] = []
+
+    async def add_gap(partition: Any, start: int, end: int) -> None:
+        gaps.append((start, end))
+
+    consumer._add_gap = add_gap  # type: ignore[method-assign]
+    fetcher = SimpleNamespace(_stopped=stop)
+    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=10)
+    assert seen == [*range(10), *range(1, 10)]  # the refetch after the seek, all of it
     assert gaps == []

@@ -103,7 +103,9 @@ async def table_state(config: Config, table: str) -> dict[Any, Any]:
                 for r in batch.get(tp, []):
                     if r.offset < ends[tp] and r.key is not None:
                         key = msgspec.json.decode(r.key)
-                        state[key] = None if r.value is None else msgspec.json.decode(r.value)
+                        value = None if r.value is None else msgspec.json.decode(r.value)
+                        # table values are kept as their JSON text
+                        state[key] = msgspec.json.decode(value) if isinstance(value, str) else value
     return state
 
 

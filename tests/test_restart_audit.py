@@ -104,7 +104,7 @@ def test_cli_publish_ratings_replay_audit_deadletter(make_config, stub, tmp_path
     asyncio.run(prepare(config))
     assert cli(["publish", str(prompts), "--config", str(cfg_file)]) == 1
     err = capsys.readouterr().err
-    assert "prompts.jsonl:2: skipped: invalid_json" in err
+    assert "prompts.jsonl:2: skipped: not valid JSON" in err
     assert "prompts.jsonl:4: skipped: not_user_last" in err
 
     asyncio.run(run_until(config, "ratings", 4))

@@ -16,9 +16,10 @@ import itertools
 from arena_stream.schemas import Battle, Generation
 
 
-def battle_id(prompt_id: str, model_a: str, model_b: str) -> str:
-    raw = f"{prompt_id}\x1f{model_a}\x1f{model_b}".encode()
-    return "b-" + hashlib.sha256(raw).hexdigest()[:24]
+def battle_id(prompt_id: str, model_a: str, model_b: str, play: str = "") -> str:
+    """Deterministic: the same prompt admission and the same two models give the same id."""
+    raw = f"{prompt_id}\x1f{model_a}\x1f{model_b}" + (f"\x1f{play}" if play else "")
+    return "b-" + hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
 def pairs(
@@ -51,7 +52,7 @@ def form_battles(
         )
         out.append(
             Battle(
-                id=battle_id(a.prompt_id, a.model, b.model),
+                id=battle_id(a.prompt_id, a.model, b.model, a.play),
                 prompt_id=a.prompt_id,
                 mode=mode,
                 round=max(a.round, b.round),

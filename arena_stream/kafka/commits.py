@@ -103,6 +103,7 @@ class CommitGuard:
         # offset faust must resume from once the batch in progress is over.
         self.seeks: dict[Any, int] = {}
         self.resume_at: dict[Any, int] = {}
+        self.fetched_after: dict[Any, int] = {}  # the seek counts when the last batch came
 
     def watch(self, tp: Any) -> _PartitionWatch:
         w = self.partitions.get(tp)
@@ -239,12 +240,18 @@ class CommitGuard:
         self.seeks[tp] = self.seeks.get(tp, 0) + 1
         self.resume_at[tp] = offset
 
-    def start_batch(self) -> dict[Any, int]:
-        """Called before faust fetches a batch: restore read offsets the guard moved."""
+    def fetched(self) -> None:
+        """A batch just came from the client; faust's fetch loop holds no message now.
+
+        The client discards what it held for a partition when it is sought, so this
+        batch is after every seek made so far: remember the counts it is after, and put
+        back the read offsets of those seeks (a message faust was handing over while
+        the guard sought may have moved them on).
+        """
         for tp, offset in self.resume_at.items():
             self.consumer._read_offset[tp] = offset if offset else None
         self.resume_at.clear()
-        return dict(self.seeks)
+        self.fetched_after = dict(self.seeks)
 
 
 async def guarded_batch(guard: CommitGuard, records: AsyncIterator[tuple[Any, Any]],
@@ -254,9 +261,8 @@ async def guarded_batch(guard: CommitGuard, records: AsyncIterator[tuple[Any, An
     Only the records passed on count as delivered, so a probe after a seek is
     answered by a record fetched after it, never by one left over from before.
     """
-    seeks = guard.start_batch()
     async for tp, message in records:
-        if guard.seeks.get(tp, 0) != seeks.get(tp, 0):
+        if guard.seeks.get(tp, 0) != guard.fetched_after.get(tp, 0):
             continue  # fetched before a seek of its partition: fetched again after it
         if acks_enabled_for(message.topic):
             guard.delivered(message)
@@ -298,6 +304,7 @@ def _patch_faust() -> None:
     Consumer._arena_commit_guard_patched = True  # type: ignore[attr-defined]
 
     original_getmany = Consumer.getmany
+    original_wait_next_records = Consumer._wait_next_records
     original_send_pending = ProducerBuffer._send_pending
     original_message_ack = Message.ack
     original_ack = Consumer.ack
@@ -313,6 +320,13 @@ def _patch_faust() -> None:
             records = guarded_batch(guard, records, self.app.topics.acks_enabled_for)
         async for item in records:
             yield item
+
+    async def _wait_next_records(self: Any, timeout: float) -> Any:
+        result = await original_wait_next_records(self, timeout)
+        guard = guard_of(self)
+        if guard is not None:
+            guard.fetched()
+        return result
 
     async def send_pending(self: Any, fut: Any) -> None:
         self.__dict__["_arena_sending"] = self.__dict__.get("_arena_sending", 0) + 1
@@ -393,6 +407,7 @@ def _patch_faust() -> None:
         return await original_commit(self, *args, **kwargs)
 
     Consumer.getmany = getmany  # type: ignore[method-assign]
+    Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
     ProducerBuffer._send_pending = send_pending  # type: ignore[method-assign]
     ProducerBuffer.flush = flush_buffer  # type: ignore[method-assign]
     Message.ack = message_ack  # type: ignore[method-assign]
@@ -435,6 +450,16 @@ def nothing_between(app: Any, tp: Any, start: int, offset: int) -> bool:
     if not gaps:
         return False
     return commit_point(start, (), lambda o: _gap_end(gaps, o)) >= offset
+
+
+def committed_offset(app: Any, tp: Any) -> int | None:
+    """The offset committed for partition ``tp`` by this app's consumer (None: nothing yet).
+
+    Everything before it was processed: no redelivery can bring it back.
+    """
+    consumer = app.consumer
+    committed = consumer._committed_offset.get(tp)
+    return int(committed) if committed is not None else None
 
 
 def first_offset(app: Any, tp: Any) -> int | None:

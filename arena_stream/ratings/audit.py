@@ -75,6 +75,8 @@ async def live_table(config: Config) -> dict[str, tuple[float, int]] | None:
                         msgspec.json.decode(r.key) == "book"
                     ):
                         book = msgspec.json.decode(r.value)
+                        if isinstance(book, str):  # the worker keeps table values as JSON text
+                            book = msgspec.json.decode(book)
     if book is None:
         return None
     return {m: (float(d["rating"]), int(d["battles"])) for m, d in book["players"].items()}

@@ -32,9 +32,33 @@ Clock = Callable[[], float]
 
 
 class StateValue(msgspec.Struct, kw_only=True):
-    """Base of every table value: a schema version, so a stored shape can evolve."""
+    """Base of every table value.
+
+    ``v`` is the schema version, so a stored shape can evolve. ``at``,
+    ``partition`` and ``offset`` say when and from which input record the value
+    was written; the wiring stamps them, and expiry (:class:`Retention`) reads them.
+    """
 
     v: int = 1
+    at: float = 0.0
+    partition: int = -1
+    offset: int = -1
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long a table keeps a key, declared next to the table.
+
+    A key goes once its value is older than ``keep_s`` (a function of the
+    config), ``applies`` holds for it, and the input offset it was written from
+    is committed: from then on no redelivery can bring back the record that
+    made it, so forgetting it cannot make the stage do that work twice.
+    ``why`` says what the window protects beyond redelivery.
+    """
+
+    keep_s: Callable[[Any], float]  # the config -> seconds
+    why: str
+    applies: Callable[[Any], bool] = lambda value: True
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from arena_stream.streams.stages.base import (
     Clock,
     Outcome,
     Record,
+    Retention,
     StateValue,
     Store,
     failure,
@@ -47,6 +48,15 @@ class PendingPrompt(StateValue, kw_only=True):
     first_ts: float = 0.0  # when the first answer arrived (the sweep's clock starts here)
     done: bool = False
     battles: list[str] = []  # the ids formed, once done
+
+
+RETENTION = Retention(
+    keep_s=lambda config: max(config.state.done_retention_s,
+                              2 * (config.battles.sweep_after_s or config.battles.deadline_s + 60)),
+    applies=lambda value: value.done,
+    why="a prompt still waiting is never forgotten; a finished one is kept so that a late "
+        "answer (after the sweep gave up on it) finds it done and forms nothing again",
+)
 
 
 @dataclass

@@ -38,7 +38,7 @@ async def generate(record: Record, ctx: GenerateContext) -> Outcome:
         id=f"{prompt.id}/{ctx.rated_name}", prompt_id=prompt.id, player=ctx.player,
         model=ctx.rated_name, version=ctx.client.version, round=prompt.round,
         messages=prompt.messages, category=prompt.category, metadata=prompt.metadata,
-        expected_players=ctx.expected_players,
+        expected_players=ctx.expected_players, play=prompt.play,
     )
     started = asyncio.get_running_loop().time()
     messages = [{"role": m.role, "content": m.content} for m in prompt.messages]

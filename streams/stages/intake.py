@@ -15,6 +15,7 @@ letter with the reason and the original bytes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from arena_stream.streams.stages.base import (
     Clock,
     Outcome,
     Record,
+    Retention,
     StateValue,
     Store,
     failure,
@@ -40,6 +42,14 @@ class SeenPrompt(StateValue, kw_only=True):
 
     digest: str
     ts: float = 0.0  # when it was accepted
+
+
+RETENTION = Retention(
+    keep_s=lambda config: config.state.dedup_window_s,
+    why="re-sends and reused ids are recognised for [state] dedup_window_s; after it the "
+        "id is a new prompt, a new play with new battle ids (Prompt.play), so nothing "
+        "already judged is mistaken for it",
+)
 
 
 @dataclass
@@ -74,6 +84,11 @@ async def intake(record: Record, ctx: IntakeContext) -> Outcome:
     return out
 
 
+def play_of(prompt_id: str, digest: str, admitted: float) -> str:
+    """One admission of a prompt (what its battle ids hash, see ``Prompt.play``)."""
+    return hashlib.sha256(f"{prompt_id}\x1f{digest}\x1f{admitted!r}".encode()).hexdigest()[:16]
+
+
 def admit(record: Record, store: Store, ctx: AdmitContext) -> Outcome:
     out = Outcome()
     prompt = decode(record.value or b"", Prompt)
@@ -91,6 +106,7 @@ def admit(record: Record, store: Store, ctx: AdmitContext) -> Outcome:
     now = ctx.now()
     prompt.round = ctx.round()
     prompt.ts = now
+    prompt.play = play_of(prompt.id, prompt.digest, now)
     out.emit("accepted", prompt.id, prompt)
     out.write(TABLE, prompt.id, SeenPrompt(digest=prompt.digest, ts=now))
     out.count("intake.accepted")

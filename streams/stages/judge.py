@@ -20,6 +20,7 @@ from arena_stream.streams.stages.base import (
     Clock,
     Outcome,
     Record,
+    Retention,
     StateValue,
     Store,
     failure,
@@ -33,6 +34,13 @@ class Judged(StateValue, kw_only=True):
     """``judged``: a battle whose judgment was sent."""
 
     ts: float = 0.0
+
+
+RETENTION = Retention(
+    keep_s=lambda config: config.state.done_retention_s,
+    why="a battle comes again only by redelivery (committed: it cannot) or by its prompt "
+        "finishing again, which pending remembers for longer",
+)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from arena_stream.streams.stages.base import (
     Clock,
     Outcome,
     Record,
+    Retention,
     StateValue,
     Store,
     wall_clock,
@@ -61,6 +62,13 @@ class Counted(StateValue, kw_only=True):
     """``rating_log``: the judgments offset at which a battle was counted."""
 
     offset: int
+
+
+RETENTION = Retention(
+    keep_s=lambda config: config.state.done_retention_s,
+    why="a second judgment of a battle comes from a judge re-run after a crash, within "
+        "seconds; the book's last_offset already keeps anything committed from counting twice",
+)
 
 
 def sequential(record: Record, last: int) -> bool:

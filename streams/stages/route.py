@@ -18,6 +18,7 @@ from arena_stream.streams.stages.base import (
     Clock,
     Outcome,
     Record,
+    Retention,
     StateValue,
     Store,
     wall_clock,
@@ -30,6 +31,12 @@ class Routed(StateValue, kw_only=True):
     """``routed``: a battle whose samples were sent (possibly none)."""
 
     samples: int = 0
+
+
+RETENTION = Retention(
+    keep_s=lambda config: config.state.done_retention_s,
+    why="as rating_log: a judgment is routed again only when it is redelivered",
+)
 
 
 @dataclass

@@ -72,7 +72,7 @@ def sweep(pending: Table[PendingPrompt], ctx: SweepContext) -> Outcome:
             ctx.tries.counts[prompt_id] = tries + 1
             out.emit("accepted", prompt_id, Prompt(
                 id=prompt_id, messages=state.messages, metadata=state.metadata,
-                category=first.category,
+                category=first.category, play=first.play,
                 round=first.round, only_players=missing, ts=now,
             ))
             out.count("sweep.rerequested")
@@ -81,7 +81,7 @@ def sweep(pending: Table[PendingPrompt], ctx: SweepContext) -> Outcome:
             out.emit("generations", prompt_id, Generation(
                 id=f"{prompt_id}/{player}", prompt_id=prompt_id, player=player, model=player,
                 messages=state.messages, metadata=state.metadata, expected_players=expected,
-                ok=False,
+                ok=False, play=first.play,
                 error=f"deadline: no answer after {tries} re-requests", ts=now,
             ))
         out.dead(failure(

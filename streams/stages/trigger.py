@@ -27,6 +27,7 @@ from arena_stream.streams.stages.base import (
     Clock,
     Outcome,
     Record,
+    Retention,
     StateValue,
     Store,
     wall_clock,
@@ -64,6 +65,14 @@ class SeenSample(StateValue, kw_only=True):
     """``buffers["seen:<kind>:<id>"]``: the offset a sample was buffered at (once)."""
 
     offset: int
+
+
+RETENTION = Retention(
+    keep_s=lambda config: config.state.done_retention_s,
+    applies=lambda value: isinstance(value, SeenSample),
+    why="a sample is buffered again only when routing re-sends it, which routed prevents; the "
+        "trigger's own state (one record) never expires",
+)
 
 
 @dataclass
