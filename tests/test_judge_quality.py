@@ -190,3 +190,23 @@ def test_health_metrics() -> None:
     # a rate with nothing to divide is left out, not reported as 0
     empty = health_metrics(health_report([], [dead("x", "y", "d")], judge=("big", "t1")))
     assert not any(name == "arena_judge_position_agreement" for name, _, _ in empty)
+
+
+def test_floor_keys_are_checked() -> None:
+    from arena_stream.config import ConfigError, loads
+
+    base = ('[[players]]\nname = "t"\nrole = "target"\n[[players]]\nname = "c"\n'
+            '[judge]\nmodel = "j"\n')
+    assert AgreementFloor.from_config(loads(base).judge) == AgreementFloor()
+    for bad, message in [
+        ("min_agreement = 1.5", r"judge\.min_agreement = 1\.5 is out of range: must be >= 0 "),
+        ("agreement_window = 0", r"judge\.agreement_window = 0 is out of range: must be >= 1"),
+        ("agreement_min_judgments = 60\nagreement_window = 40",
+         r"agreement_min_judgments \(60\) cannot exceed agreement_window \(40\)"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            loads(base + bad + "\n")
+    floor = AgreementFloor.from_config(loads(base + "min_agreement = 0.7\n"
+                                             "agreement_min_judgments = 5\n"
+                                             "agreement_window = 9\n").judge)
+    assert floor == AgreementFloor(min_agreement=0.7, min_judgments=5, window=9)
