@@ -106,18 +106,18 @@ def test_failures_retries_and_where_dead_letters_go() -> None:
     letters = [dead("x", "y", "d1", "unparseable"), dead("x", "y", "d2", "ambiguous"),
                dead("x", "y", "d3", "timeout"), dead("x", "y", "d3", "timeout"),  # once
                DeadLetter(stage="intake", reason="invalid_json", error="", topic="p")]
-    q = judge_quality(js, letters, judge=("big", "t1"))[0]
+    q = judge_quality(js, letters, fallback=("new", "t9"))[0]
     assert (q.dead_letters, q.verdict_failures, q.call_failures) == (3, 2, 1)
     assert q.failure_reasons == {"ambiguous": 1, "timeout": 1, "unparseable": 1}
     assert q.verdict_failure_rate == pytest.approx(2 / 11, abs=1e-4)
     assert q.failure_rate == pytest.approx(3 / 11, abs=1e-4)
     assert q.retry_rate == pytest.approx(2 / 16) and q.calls_per_game == pytest.approx(20 / 16)
-    # without a configured judge they go to the judge of the latest judgment
+    # they go to the judge of the latest judgment
     both = [*js, biased("z", judge="other")]
     by = {q.judge: q for q in judge_quality(both, letters)}
     assert by["other"].dead_letters == 3 and by["big"].dead_letters == 0
-    # a configured judge that never gave a verdict still has its row
-    alone = judge_quality([], letters, judge=("new", "t9"))
+    # before any judgment, to the fallback (the configured judge): it has its row
+    alone = judge_quality([], letters, fallback=("new", "t9"))
     assert [(q.judge, q.judgments, q.dead_letters, q.agreement) for q in alone] == [
         ("new", 0, 3, None)]
 
@@ -154,7 +154,7 @@ def test_monitor_record_by_record_matches_the_whole_logs() -> None:
         js.append(judgment(f"b{i}", s, t, a=rng.choice("pqr"), b="s"))
     letters = [dead("p", "s", f"d{i}", "unparseable") for i in range(6)]
     floor = AgreementFloor(min_agreement=0.9, min_judgments=20, window=50)
-    whole = health_report(js, letters, floor=floor, judge=("big", "t1"))
+    whole = health_report(js, letters, floor=floor, fallback=("big", "t1"))
     monitor = JudgeMonitor(floor, ("big", "t1"))
     for j in js:
         assert monitor.add_record("judgments", msgspec.json.encode(j))
@@ -170,7 +170,7 @@ def test_monitor_record_by_record_matches_the_whole_logs() -> None:
 def test_health_metrics() -> None:
     js = [biased(f"b{i}") for i in range(30)]
     report = health_report(js, [dead("x", "y", "d", "ambiguous")], floor=FLOOR,
-                           judge=("big", "t1"))
+                           fallback=("big", "t1"))
     samples = {(name, tuple(sorted(labels.items()))): value
                for name, labels, value in health_metrics(report)}
     judge = (("judge", "big"), ("template", "t1"))
@@ -188,7 +188,7 @@ def test_health_metrics() -> None:
     # the per-player samples are there too
     assert samples[("arena_judge_dead_letters_total", (("model", "x"),))] == 1
     # a rate with nothing to divide is left out, not reported as 0
-    empty = health_metrics(health_report([], [dead("x", "y", "d")], judge=("big", "t1")))
+    empty = health_metrics(health_report([], [dead("x", "y", "d")], fallback=("big", "t1")))
     assert not any(name == "arena_judge_position_agreement" for name, _, _ in empty)
 
 

@@ -3,9 +3,10 @@
 Costs and budgets are computed from tokens, so a call whose server reported no
 usage (some OpenAI-compatible servers leave ``usage`` out, or send zeros) must
 not look free. When the model gave no count, the text is counted here with
-:func:`arena_stream.ratings.style.count_tokens` (words, numbers, punctuation
-marks, each CJK character): cheap, deterministic, and within a small factor of
-a BPE tokenizer's count for prose. The record says which it is
+:func:`count_tokens` (words, numbers, punctuation marks, each CJK character):
+cheap, deterministic, and within a small factor of a BPE tokenizer's count for
+prose. Style control (:mod:`arena_stream.ratings.style`) measures answer
+lengths with the same counter. The record says which it is
 (``token_source``: ``"reported"`` or ``"counted"``), so a cost built on
 estimates is never mistaken for a bill.
 
@@ -16,14 +17,22 @@ an estimate errs low on short prompts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import msgspec
 
-from arena_stream.ratings.style import count_tokens
 from arena_stream.schemas import Generation, Message
 
 __all__ = ["count_tokens", "estimate_prompt_tokens", "filled_counts", "with_token_counts"]
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """Words, numbers and punctuation marks, each CJK character on its own."""
+    return len(_TOKEN.findall(text))
 
 
 def estimate_prompt_tokens(messages: Iterable[Message | dict[str, str]]) -> int:

@@ -305,15 +305,16 @@ class JudgeMonitor:
     a worker that logs the agreement warning or serves ``/metrics`` can too.
     """
 
-    def __init__(self, floor: AgreementFloor | None = None, judge: JudgeKey | None = None,
+    def __init__(self, floor: AgreementFloor | None = None, fallback: JudgeKey | None = None,
                  rule: SuppressionRule | None = None) -> None:
         self.players = JudgeTally()
-        self.judges = QualityTally(floor, judge)
+        self.judges = QualityTally(floor, fallback)
         self.rule = rule or SuppressionRule()
 
     @classmethod
     def for_config(cls, config: Config) -> JudgeMonitor:
-        """The floor from ``[judge]``, dead letters counted against the configured judge."""
+        """The floor from ``[judge]``; the configured judge for dead letters before any
+        judgment (see :mod:`~arena_stream.ratings.judge_quality`)."""
         return cls(AgreementFloor.from_config(config.judge), configured_judge(config))
 
     def add_judgment(self, j: Judgment | JudgmentView) -> None:
@@ -350,13 +351,13 @@ class JudgeMonitor:
 
 def health_report(
     judgments: Iterable[Judgment | JudgmentView], dead_letters: Iterable[DeadLetter], *,
-    floor: AgreementFloor | None = None, judge: JudgeKey | None = None,
+    floor: AgreementFloor | None = None, fallback: JudgeKey | None = None,
     rule: SuppressionRule | None = None,
 ) -> HealthReport:
     """Judge health from whole logs, each battle counted once (what ``ratings`` prints)."""
     judgments, dead_letters = list(judgments), list(dead_letters)
     players = judge_health(judgments, dead_letters, rule)
-    judges = judge_quality(judgments, dead_letters, floor=floor, judge=judge)
+    judges = judge_quality(judgments, dead_letters, floor=floor, fallback=fallback)
     return HealthReport(players=players, judges=judges,
                         warnings=health_warnings(players, judges))
 

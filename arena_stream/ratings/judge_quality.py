@@ -27,8 +27,11 @@ may be several). For each, from its judgments and the judge's dead letters:
   training and separates no one.
 
 Judge dead letters do not name their judge (the battle is the original
-message), so they are counted against the configured ``[judge]``; without one,
-against the judge of the latest judgment seen.
+message), so they are counted against the judge of the latest judgment seen
+(the live judgments topic has one judge at a time; ``rejudge`` writes elsewhere),
+and before any judgment against the configured ``[judge]`` model (``fallback``,
+template version unknown: ``""``). Across a change of judge, a dead letter read
+after the new judge's first judgment counts against the new one.
 
 **The warning** (:func:`agreement_warning`, pure): when ``[judge]
 min_agreement`` > 0 and at least ``agreement_min_judgments`` battles are in the
@@ -235,9 +238,9 @@ class QualityTally:
     """
 
     def __init__(self, floor: AgreementFloor | None = None,
-                 judge: JudgeKey | None = None) -> None:
+                 fallback: JudgeKey | None = None) -> None:
         self.floor = floor or AgreementFloor()
-        self.judge = judge  # who the dead letters are counted against; None: the latest
+        self.fallback = fallback  # dead letters' judge before any judgment is seen
         self.latest: JudgeKey | None = None
         self.acc: dict[JudgeKey, _Acc] = {}
 
@@ -275,7 +278,7 @@ class QualityTally:
         """Count a judge dead letter; returns False for other stages' dead letters."""
         if dead.stage != "judge":
             return False
-        key = self.judge or self.latest or ("unknown", "")
+        key = self.latest or self.fallback or ("unknown", "")
         self._of(key).dead[dead.reason] += 1
         return True
 
@@ -335,14 +338,15 @@ def agreement_warning(q: JudgeQuality, floor: AgreementFloor) -> str:
 
 def judge_quality(
     judgments: Iterable[JudgedGames], dead_letters: Iterable[DeadLetter], *,
-    floor: AgreementFloor | None = None, judge: JudgeKey | None = None,
+    floor: AgreementFloor | None = None, fallback: JudgeKey | None = None,
 ) -> list[JudgeQuality]:
-    """Every judge's health from the judgments and dead-letter logs, in log order.
+    """Every judge's health from the judgments and dead-letter logs.
 
-    A battle judged twice by the same judge (a redelivery) counts once; ``judge``
-    is who the dead letters are counted against (see the module docstring).
+    A battle judged twice by the same judge (a redelivery) counts once. Dead
+    letters are read after every judgment, so they count against the latest
+    judge, or ``fallback`` when there is no judgment (see the module docstring).
     """
-    tally = QualityTally(floor, judge)
+    tally = QualityTally(floor, fallback)
     seen: set[tuple[str, str, str]] = set()
     for j in judgments:
         mark = (j.battle_id, j.judge_model, j.template_version)
@@ -358,12 +362,6 @@ def judge_quality(
     return tally.report()
 
 
-def configured_judge(config: Config) -> JudgeKey | None:
-    """The ``[judge]``'s (model, template version) as its judgments name it, if it loads."""
-    from arena_stream.judges.templates import load_template
-
-    try:
-        _, version = load_template(config.judge)
-    except (OSError, ValueError):
-        return None
-    return config.judge.model, version
+def configured_judge(config: Config) -> JudgeKey:
+    """The ``[judge]`` model, for dead letters read before any judgment (version unknown)."""
+    return config.judge.model, ""

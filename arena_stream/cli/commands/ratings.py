@@ -82,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
     rows = latest_ratings(decode(r.value, RatingUpdate) for r in ratings)
     report = health_report(_decoded(judgments, JudgmentView), _decoded(dead, DeadLetter),
                            floor=AgreementFloor.from_config(config.judge),
-                           judge=configured_judge(config))
+                           fallback=configured_judge(config))
     if args.json:
         print(json.dumps({"models": with_judge_health(rows, report.players),
                           "judges": msgspec.to_builtins(report.judges),
