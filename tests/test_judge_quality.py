@@ -210,3 +210,20 @@ def test_floor_keys_are_checked() -> None:
                                              "agreement_min_judgments = 5\n"
                                              "agreement_window = 9\n").judge)
     assert floor == AgreementFloor(min_agreement=0.7, min_judgments=5, window=9)
+
+
+def test_warning_changes_say_each_change_once() -> None:
+    monitor = JudgeMonitor(AgreementFloor(min_agreement=0.6, min_judgments=5, window=10))
+    for i in range(4):
+        monitor.add_judgment(biased(f"b{i}"))
+    assert monitor.warning_changes() == []  # too few battles yet
+    monitor.add_judgment(biased("b4"))
+    [(on, line)] = monitor.warning_changes()
+    assert on and "agree on 0% of the last 5 battles" in line
+    monitor.add_judgment(biased("b5"))
+    assert monitor.warning_changes() == []  # still on: said once
+    for i in range(10):
+        monitor.add_judgment(sound(f"s{i}"))
+    assert monitor.warning_changes() == [
+        (False, "judge big (t1): its two games agree on 100% of the last 10 battles again")]
+    assert monitor.warning_changes() == []

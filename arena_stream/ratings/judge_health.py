@@ -342,6 +342,11 @@ class JudgeMonitor:
             return self.add_dead_letter(msgspec.json.decode(value, type=DeadLetter))
         return False
 
+    def warning_changes(self) -> list[tuple[bool, str]]:
+        """Agreement warnings that came on (True) or went off (False) since the last call;
+        see :meth:`~arena_stream.ratings.judge_quality.QualityTally.warning_changes`."""
+        return self.judges.warning_changes()
+
     def report(self) -> HealthReport:
         players = self.players.report(self.rule)
         judges = self.judges.report()

@@ -243,6 +243,7 @@ class QualityTally:
         self.fallback = fallback  # dead letters' judge before any judgment is seen
         self.latest: JudgeKey | None = None
         self.acc: dict[JudgeKey, _Acc] = {}
+        self.warned: set[JudgeKey] = set()  # judges whose warning was last reported as on
 
     def _of(self, key: JudgeKey) -> _Acc:
         acc = self.acc.get(key)
@@ -284,6 +285,25 @@ class QualityTally:
 
     def report(self) -> list[JudgeQuality]:
         return [self._quality(key, acc) for key, acc in sorted(self.acc.items())]
+
+    def warning_changes(self) -> list[tuple[bool, str]]:
+        """The judges whose warning came on or went off since the last call.
+
+        ``(True, warning)`` when a judge fell under the floor, ``(False, line)`` when it
+        came back over it: what a worker logs once, not on every judgment.
+        """
+        out = []
+        for q in self.report():
+            key = (q.judge, q.template_version)
+            if q.warning and key not in self.warned:
+                self.warned.add(key)
+                out.append((True, q.warning))
+            elif not q.warning and key in self.warned:
+                self.warned.discard(key)
+                out.append((False, f"judge {q.judge} ({q.template_version}): its two games "
+                                   f"agree on {q.recent_agreement:.0%} of the last "
+                                   f"{q.recent_n} battles again"))
+        return out
 
     def _quality(self, key: JudgeKey, acc: _Acc) -> JudgeQuality:
         dead = sum(acc.dead.values())
