@@ -129,6 +129,29 @@ def test_report_by_model_and_judge_with_cost_per_battle() -> None:
         == pytest.approx(0.792)
 
 
+def test_a_verifier_is_free_and_an_ensemble_pays_for_its_model() -> None:
+    config = loads(PRICES)
+    checked = judged("b1", "target@v0", "comp", [(0, 0), (0, 0)], judge="verifier", source="")
+    checked.games = [msgspec.structs.replace(g, attempts=0, method="verifier")
+                     for g in checked.games]
+    ensemble_llm = judged("b2", "target@v0", "comp", [(1_000, 100), (1_000, 100)],
+                          judge="verifier+judge")
+    ensemble_checked = msgspec.structs.replace(checked, battle_id="b3",
+                                               judge_model="verifier+judge")
+    report = cost_report(config, [], [checked, ensemble_llm, ensemble_checked])
+    by = {j.judge: j for j in report.judges}
+    verifier, ensemble = by["verifier"], by["verifier+judge"]
+    assert verifier.priced and verifier.cost_usd == 0.0
+    assert (verifier.games, verifier.calls, verifier.unrecorded_games) == (0, 0, 0)
+    assert ensemble.priced and (ensemble.judgments, ensemble.games, ensemble.battles) == (2, 2, 2)
+    assert ensemble.cost_usd == pytest.approx((2_000 * 3.0 + 200 * 6.0) / 1e6)
+    assert report.notes == []
+    budget = Budget(config)
+    for j in (checked, ensemble_llm, ensemble_checked):
+        budget.add(j)
+    assert budget.judge_usd == pytest.approx(ensemble.cost_usd)
+
+
 def test_budget_counts_every_record_and_says_why() -> None:
     config = loads(PRICES + "\n[budget]\nusd = 0.25\n")
     budget = Budget(config)

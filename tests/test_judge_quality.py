@@ -107,7 +107,7 @@ def test_failures_retries_and_where_dead_letters_go() -> None:
                dead("x", "y", "d3", "timeout"), dead("x", "y", "d3", "timeout"),  # once
                DeadLetter(stage="intake", reason="invalid_json", error="", topic="p")]
     q = judge_quality(js, letters, fallback=("new", "t9"))[0]
-    assert (q.dead_letters, q.verdict_failures, q.call_failures) == (3, 2, 1)
+    assert (q.dead_letters, q.verdict_failures, q.other_failures) == (3, 2, 1)
     assert q.failure_reasons == {"ambiguous": 1, "timeout": 1, "unparseable": 1}
     assert q.verdict_failure_rate == pytest.approx(2 / 11, abs=1e-4)
     assert q.failure_rate == pytest.approx(3 / 11, abs=1e-4)
@@ -120,6 +120,17 @@ def test_failures_retries_and_where_dead_letters_go() -> None:
     alone = judge_quality([], letters, fallback=("new", "t9"))
     assert [(q.judge, q.judgments, q.dead_letters, q.agreement) for q in alone] == [
         ("new", 0, 3, None)]
+
+
+def test_a_verifiers_games_say_nothing_about_position() -> None:
+    checked = sound("v1", judge="verifier")
+    checked.games = [msgspec.structs.replace(g, attempts=0, method="verifier", score_a=10,
+                                             score_b=1) for g in checked.games]
+    checked.rule = "verifier"
+    q = judge_quality([checked, msgspec.structs.replace(checked, battle_id="v2")], [])[0]
+    assert (q.judgments, q.games, q.agreement_n, q.decisive_games) == (2, 0, 0, 0)
+    assert q.agreement is None and q.first_position_rate is None and q.retry_rate is None
+    assert q.margin.quantiles["p50"] == checked.margin and q.warning == ""
 
 
 def test_two_judges_and_a_redelivered_judgment() -> None:
@@ -179,7 +190,7 @@ def test_health_metrics() -> None:
     assert samples[("arena_judge_first_position_rate", judge)] == 1.0
     assert samples[("arena_judge_agreement_warning", judge)] == 1.0
     verdict = (("judge", "big"), ("kind", "verdict"), ("template", "t1"))
-    call = (("judge", "big"), ("kind", "call"), ("template", "t1"))
+    call = (("judge", "big"), ("kind", "other"), ("template", "t1"))
     assert samples[("arena_judge_failures_total", verdict)] == 1
     assert samples[("arena_judge_failures_total", call)] == 0
     median = (("judge", "big"), ("quantile", "0.5"), ("template", "t1"))

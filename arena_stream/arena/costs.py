@@ -20,9 +20,11 @@ a battle the judge dead-lettered) are not counted: their tokens are not known.
 million prompt / completion tokens) of each ``[[players]]`` entry and of
 ``[judge]``; a generation is priced by its player's entry (every version of the
 target shares the target's prices), a judgment by ``[judge]`` when its
-``judge_model`` is the configured judge's. Anything else (a player since
-removed from the config, an earlier judge) is reported with its tokens and
-flagged as unpriced, never silently priced at zero.
+``judge_model`` is the configured model, alone or in an ensemble
+(``verifier+<model>``). A game no model played (a verifier's: ``attempts`` 0)
+costs nothing. Anything else (a player since removed from the config, an
+earlier judge) is reported with its tokens and flagged as unpriced, never
+silently priced at zero.
 """
 
 from __future__ import annotations
@@ -65,7 +67,10 @@ class PriceList:
         return self.players.get(player)
 
     def for_judge(self, judge_model: str) -> Price | None:
-        return self.judge if judge_model == self.judge_model else None
+        """``[judge]``'s prices for its model, alone or in an ensemble (``verifier+model``)."""
+        if judge_model == self.judge_model or judge_model.endswith("+" + self.judge_model):
+            return self.judge
+        return None
 
 
 def generation_tokens(gen: Generation) -> tuple[int, int, bool]:
@@ -79,10 +84,13 @@ def generation_tokens(gen: Generation) -> tuple[int, int, bool]:
 def judgment_tokens(j: Judgment) -> tuple[int, int, int, int]:
     """``(prompt_tokens, completion_tokens, estimated_games, unrecorded_games)`` of a judgment.
 
-    An unrecorded game comes from a judge that predates token counts: it adds 0.
+    Only games a model played count (a verifier's record no call). An unrecorded
+    game comes from a judge that predates token counts: it adds 0.
     """
     p = c = estimated = unrecorded = 0
     for g in j.games:
+        if g.attempts <= 0:
+            continue
         p += g.prompt_tokens
         c += g.completion_tokens
         if g.token_source == "counted":
@@ -90,6 +98,15 @@ def judgment_tokens(j: Judgment) -> tuple[int, int, int, int]:
         elif not g.token_source and not (g.prompt_tokens or g.completion_tokens):
             unrecorded += 1
     return p, c, estimated, unrecorded
+
+
+def judgment_cost(j: Judgment, prices: PriceList) -> tuple[float, bool]:
+    """``(cost, priced)``: a judgment no model took part in is free, and priced."""
+    p, c, _, _ = judgment_tokens(j)
+    if not any(g.attempts > 0 for g in j.games):
+        return 0.0, True
+    price = prices.for_judge(j.judge_model)
+    return (price.cost(p, c), True) if price else (0.0, False)
 
 
 def _per_battle(cost: float, battles: int) -> float | None:
@@ -118,13 +135,13 @@ class JudgeCost(msgspec.Struct, kw_only=True):
     judge: str
     template_version: str
     judgments: int
-    games: int
+    games: int  # games a model played (a verifier's are free and not counted)
     calls: int  # requests, retries included
     prompt_tokens: int
     completion_tokens: int
     estimated_games: int  # games whose token counts are estimates
     unrecorded_games: int  # games from a judge that did not record tokens (counted as 0)
-    priced: bool  # False: not the configured judge
+    priced: bool  # False: a model played its games but it is not the configured judge
     cost_usd: float
     battles: int
     cost_per_battle_usd: float | None
@@ -161,6 +178,7 @@ class _JudgeAcc(msgspec.Struct):
     completion_tokens: int = 0
     estimated: int = 0
     unrecorded: int = 0
+    unpriced: int = 0  # judgments a model played that no price covers
     cost: float = 0.0
 
 
@@ -201,11 +219,11 @@ class CostTally:
         key = (j.judge_model, j.template_version)
         acc = self.judges.setdefault(key, _JudgeAcc())
         p, c, estimated, unrecorded = judgment_tokens(j)
-        price = self.prices.for_judge(j.judge_model)
-        cost = price.cost(p, c) if price else 0.0
+        cost, priced = judgment_cost(j, self.prices)
         acc.judgments += 1
-        acc.games += len(j.games)
-        acc.calls += sum(g.attempts for g in j.games)
+        acc.unpriced += not priced
+        acc.games += sum(g.attempts > 0 for g in j.games)
+        acc.calls += sum(max(0, g.attempts) for g in j.games)
         acc.prompt_tokens += p
         acc.completion_tokens += c
         acc.estimated += estimated
@@ -235,8 +253,8 @@ class CostTally:
                 judge=judge, template_version=version, judgments=jacc.judgments,
                 games=jacc.games, calls=jacc.calls, prompt_tokens=jacc.prompt_tokens,
                 completion_tokens=jacc.completion_tokens, estimated_games=jacc.estimated,
-                unrecorded_games=jacc.unrecorded,
-                priced=self.prices.for_judge(judge) is not None, cost_usd=round(jacc.cost, 8),
+                unrecorded_games=jacc.unrecorded, priced=jacc.unpriced == 0,
+                cost_usd=round(jacc.cost, 8),
                 battles=battles, cost_per_battle_usd=_per_battle(jacc.cost, battles),
             ))
         gen_cost = sum(a.cost for a in self.models.values())
@@ -346,9 +364,7 @@ class Budget:
         """Count one event; returns its cost (0 when failed or unpriced)."""
         self.events += 1
         if isinstance(event, Judgment):
-            price = self.prices.for_judge(event.judge_model)
-            p, c, _, _ = judgment_tokens(event)
-            cost = price.cost(p, c) if price else 0.0
+            cost, _ = judgment_cost(event, self.prices)
             self.judge_usd += cost
             return cost
         price = self.prices.for_player(event.player)

@@ -383,7 +383,8 @@ def health_metrics(report: HealthReport) -> list[Sample]:
             ("arena_judge_judgments_total", labels, float(q.judgments)),
             ("arena_judge_failures_total", {**labels, "kind": "verdict"},
              float(q.verdict_failures)),
-            ("arena_judge_failures_total", {**labels, "kind": "call"}, float(q.call_failures)),
+            ("arena_judge_failures_total", {**labels, "kind": "other"},
+             float(q.other_failures)),
             ("arena_judge_games_total", labels, float(q.games)),
             ("arena_judge_agreement_warning", labels, 1.0 if q.warning else 0.0),
         ]

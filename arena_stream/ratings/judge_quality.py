@@ -13,13 +13,18 @@ may be several). For each, from its judgments and the judge's dead letters:
   the last ``agreement_window`` battles (``recent_agreement``) so a judge that
   degrades while running (a server swapped, a template changed) shows it.
   Judgments without two position-swapped games fall back to ``Judgment.rule``.
+  Only games a model played count here and below: a verifier's games (no model
+  call, ``attempts = 0``) are the same checks mapped to both orders and say
+  nothing about position.
 * **first-position preference**: among games with a winner, the share won by
   the answer shown first. 0.5 is unbiased; the bundled 135M judge sits near 0.85.
   The pairwise rule cancels a constant bias, but not the noise it leaves.
 * **failures**: the judge's dead letters by reason. ``verdict`` failures are
   replies with no readable verdict (``unparseable``, ``ambiguous``,
-  ``out_of_range``, ``not_finite``, ``no_probability``); the rest are calls that
-  failed (timeouts, HTTP errors). Rates are per battle judged or dead-lettered.
+  ``out_of_range``, ``not_finite``, ``no_probability``); the others are calls that
+  failed (timeouts, HTTP errors) or, for a verifier, prompts it could not check
+  (``no_checks``, ``bad_check``); ``failure_reasons`` has them one by one. Rates
+  are per battle judged or dead-lettered.
 * **retries**: the share of games that took more than one call, and calls per
   game (``Game.attempts``, the client's own retries included).
 * **margins**: quantiles of ``Judgment.margin`` (|mean score difference|), and
@@ -141,7 +146,7 @@ class JudgeQuality(msgspec.Struct, kw_only=True):
     judgments: int
     dead_letters: int
     verdict_failures: int  # dead letters: replies without a readable verdict
-    call_failures: int  # dead letters: calls that failed (timeouts, HTTP errors, ...)
+    other_failures: int  # dead letters: failed calls (timeouts, HTTP errors), unchecked, ...
     failure_reasons: dict[str, int]
     verdict_failure_rate: float | None  # per battle judged or dead-lettered
     failure_rate: float | None
@@ -153,7 +158,7 @@ class JudgeQuality(msgspec.Struct, kw_only=True):
     recent_n: int
     first_position_rate: float | None  # games won by the answer shown first
     decisive_games: int  # games with a winner (the denominator above)
-    games: int
+    games: int  # games a model played (a verifier's are not)
     retry_rate: float | None  # games that took more than one call
     calls_per_game: float | None
     tie_rate: float | None  # battles whose verdict is a tie
@@ -175,9 +180,14 @@ def _winner(diff: float) -> int:
     return (diff > 0) - (diff < 0)
 
 
+def model_played(game: GameView) -> bool:
+    """Whether a model played this game (a verifier's games record no call: attempts 0)."""
+    return game.attempts > 0
+
+
 def games_agree(j: JudgedGames) -> bool | None:
     """Whether the two position-swapped games name the same winner (None: cannot tell)."""
-    games = j.games
+    games = [g for g in j.games if model_played(g)]
     if len(games) == 2 and {games[0].order, games[1].order} == {"ab", "ba"}:
         return (_winner(games[0].score_a - games[0].score_b)
                 == _winner(games[1].score_a - games[1].score_b))
@@ -264,8 +274,10 @@ class QualityTally:
             acc.agree += agree
             acc.recent.append(agree)
         for g in j.games:
+            if not model_played(g):
+                continue
             acc.games += 1
-            acc.calls += max(1, g.attempts)
+            acc.calls += g.attempts
             acc.retried += g.attempts > 1
             first = first_shown_wins(g.order, g.score_a, g.score_b)
             if first is not None:
@@ -313,7 +325,7 @@ class QualityTally:
         recent = sum(acc.recent)
         q = JudgeQuality(
             judge=key[0], template_version=key[1], judgments=acc.judgments,
-            dead_letters=dead, verdict_failures=verdict, call_failures=dead - verdict,
+            dead_letters=dead, verdict_failures=verdict, other_failures=dead - verdict,
             failure_reasons=dict(sorted(acc.dead.items())),
             verdict_failure_rate=_rate(verdict, tried), failure_rate=_rate(dead, tried),
             agreement=_rate(acc.agree, acc.agreement_n),
