@@ -85,6 +85,10 @@ class ModelConfig(_Section):
     seed: int | None = None
     extra_body: dict[str, Any] = {}  # passed through to OpenAI-compatible servers
     quantize: bool = False  # transformers backend: int8 linear layers (CPU inference only)
+    # US dollars per million prompt (input) and completion (output) tokens, for `costs`
+    # and [budget]; 0: free (a local model, or not tracked).
+    price_in_per_mtok: NonNegative = 0.0
+    price_out_per_mtok: NonNegative = 0.0
 
 
 class PlayerConfig(ModelConfig, kw_only=True):
@@ -139,6 +143,12 @@ class JudgeConfig(ModelConfig, kw_only=True):
     # The template that asks for a prompt's 0-10 difficulty (testset build): a file with
     # the {conversation} and {context} fields; None: the built-in one.
     difficulty_template: str | None = None
+    # Judge health (arena_stream.ratings.judge_quality): warn when the two position-swapped
+    # games name the same winner in fewer than min_agreement of the last agreement_window
+    # battles, once at least agreement_min_judgments of them are in. 0: never warn.
+    min_agreement: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.6
+    agreement_min_judgments: AtLeastOne = 50
+    agreement_window: AtLeastOne = 500
 
 
 class BattlesConfig(_Section):
@@ -219,6 +229,12 @@ class StateConfig(_Section):
     done_retention_s: Positive = 3600.0
 
 
+class BudgetConfig(_Section):
+    """A spending limit: once spent, the intake stops taking new prompts (see arena/costs.py)."""
+
+    usd: NonNegative = 0.0  # 0: no budget
+
+
 class WebConfig(_Section):
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -237,6 +253,7 @@ class Config(_Section):
     training: TrainingConfig = msgspec.field(default_factory=TrainingConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     web: WebConfig = msgspec.field(default_factory=WebConfig)
+    budget: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
     app_id: str = "arena-stream"
     data_dir: str = ".arena-stream"
 
@@ -298,6 +315,9 @@ def _problems(config: Config) -> list[str]:
         if spec.backoff_max_s < spec.backoff_s:
             problems.append(f"{where}: backoff_max_s ({spec.backoff_max_s:g}) must be >= "
                             f"backoff_s ({spec.backoff_s:g})")
+    if config.judge.agreement_min_judgments > config.judge.agreement_window:
+        problems.append(f"judge: agreement_min_judgments ({config.judge.agreement_min_judgments})"
+                        f" cannot exceed agreement_window ({config.judge.agreement_window})")
     if config.judge.scoring == "logprobs" and config.judge.backend != "transformers":
         problems.append('judge: scoring = "logprobs" needs backend = "transformers" '
                         '(use "parse" or "auto" for a server)')

@@ -18,6 +18,10 @@ SCHEMA_VERSION = 1
 
 Role = Literal["system", "user", "assistant"]
 Winner = Literal["model_a", "model_b", "tie"]
+# Where a call's token counts come from: "reported" by the model (the server's usage, or
+# the in-process tokenizer), "counted" by arena_stream.arena.tokens' estimate because the
+# model gave none, "" from a producer that predates the field.
+TokenSource = Literal["", "reported", "counted"]
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -81,6 +85,7 @@ class Generation(Event, kw_only=True):
     latency_s: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    token_source: TokenSource = ""  # see TokenSource; "" with 0 tokens: not known
     attempts: int = 1
     expected_players: list[str] = []  # every player asked for this prompt
     play: str = ""  # the prompt's admission (Prompt.play)
@@ -119,6 +124,11 @@ class Game(msgspec.Struct, kw_only=True):
     explanation: str = ""
     method: str = "parse"  # "parse", "structured" (schema-bound), "logprobs", "verifier"
     attempts: int = 1
+    # Tokens the judge model read and wrote for this game, every call of it (a reply asked
+    # again because it had no readable verdict was paid for too); log-prob scoring writes none.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    token_source: TokenSource = ""
 
 
 class StyleCounts(msgspec.Struct, kw_only=True):

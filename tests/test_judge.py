@@ -85,6 +85,44 @@ async def test_unparseable_judge_is_retried_then_fails_never_a_win() -> None:
     assert err.value.reason == "unparseable" and len(stub.requests) == 4  # 2 games x 2 tries
 
 
+async def test_each_game_records_the_tokens_of_every_call_it_took() -> None:
+    calls = {"ab": 0}
+
+    def handler(path: str, body: dict) -> Reply:
+        text = body["messages"][-1]["content"]
+        if text.index("A says hi") < text.index("B says hello"):
+            calls["ab"] += 1
+            if calls["ab"] == 1:  # the first reply has no verdict: asked again, paid twice
+                return Reply(body=completion("hmm, both fine", prompt_tokens=120))
+            return Reply(body=completion('{"score_1": 8, "score_2": 3}', prompt_tokens=120))
+        return Reply(body=completion('{"score_1": 3, "score_2": 8}', prompt_tokens=130))
+
+    with OpenAIStub(handler) as stub:
+        verdict = await judge_for(stub.base_url).judge(battle())
+    ab, ba = verdict.games
+    # the stub's usage: its prompt_tokens, and one completion token per word
+    assert (ab.attempts, ab.prompt_tokens, ab.completion_tokens) == (2, 240, 3 + 4)
+    assert (ba.attempts, ba.prompt_tokens, ba.completion_tokens) == (1, 130, 4)
+    assert ab.token_source == ba.token_source == "reported"
+
+
+async def test_a_server_without_usage_has_its_judge_tokens_counted() -> None:
+    from arena_stream.arena.tokens import count_tokens
+
+    def handler(path: str, body: dict) -> Reply:
+        reply = completion('{"score_1": 8, "score_2": 3}')
+        del reply["usage"]
+        return Reply(body=reply)
+
+    with OpenAIStub(handler) as stub:
+        verdict = await judge_for(stub.base_url, structured=False).judge(battle())
+        prompts = [body["messages"][-1]["content"] for _, body, _ in stub.requests]
+    assert [g.token_source for g in verdict.games] == ["counted", "counted"]
+    assert sorted(g.prompt_tokens for g in verdict.games) == sorted(map(count_tokens, prompts))
+    assert all(g.completion_tokens == count_tokens('{"score_1": 8, "score_2": 3}')
+               for g in verdict.games)
+
+
 async def test_judge_answering_only_one_game_fails() -> None:
     def handler(path: str, body: dict) -> Reply:
         text = body["messages"][-1]["content"]
@@ -183,6 +221,18 @@ async def test_build_judge_picks_the_scoring_from_the_clients_capability() -> No
     assert [g.order for g in verdict.games] == ["ab", "ba"] and verdict.rule == "agree"
     assert verdict.judge_model == auto.name == "scripted"
     assert len(scorer.readings) == 2
+    # no tokenizer at hand: the scoring prompt is estimated, and nothing is written
+    assert [g.token_source for g in verdict.games] == ["counted", "counted"]
+    assert all(g.prompt_tokens > 20 and g.completion_tokens == 0 for g in verdict.games)
+
+    class Tokenizing(ScriptedScorer):
+        async def count_prompt_tokens(self, messages, reply_start):
+            return len(messages[-1]["content"] + reply_start)  # one token per character
+
+    counted = await build_judge(JudgeConfig(model="scripted"), BattlesConfig(),
+                                client=Tokenizing()).judge(battle())
+    assert [g.token_source for g in counted.games] == ["reported", "reported"]
+    assert all(g.prompt_tokens > 200 and g.completion_tokens == 0 for g in counted.games)
 
     # a served judge parses its reply; asking it for log-probs is a configuration error
     served = JudgeConfig(backend="openai", base_url="http://x/v1")

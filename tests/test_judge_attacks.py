@@ -300,7 +300,8 @@ async def test_forged_verdicts_change_nothing_and_erased_battles_are_flagged(
     path.write_bytes(msgspec.toml.encode(config))
     capsys.readouterr()  # the worker's log lines
     assert await asyncio.to_thread(cli, ["ratings", "--config", str(path), "--json"]) == 0
-    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out.splitlines()[-1])}
+    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out.splitlines()[-1])
+            ["models"]}
     # the forger's objects moved nothing: it lost and tied exactly as the honest player did
     forger, honest = rows["forger"], rows["honest"]
     assert (forger["wins"], forger["losses"], forger["ties"]) == (0, 4, 4)

@@ -110,7 +110,7 @@ def test_cli_publish_ratings_replay_audit_deadletter(make_config, stub, tmp_path
     asyncio.run(run_until(config, "ratings", 4))
     capsys.readouterr()
     assert cli(["ratings", "--config", str(cfg_file), "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["models"]
     assert {r["model"] for r in rows} == {"comp", "target@v0"}
     assert all({"model", "rating", "battles"} <= set(r) and r["battles"] == 2 for r in rows)
 

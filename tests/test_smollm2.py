@@ -40,4 +40,7 @@ def test_logprob_judge_always_gives_a_verdict() -> None:
     verdict = asyncio.run(judge.judge(battle))
     assert verdict.winner in ("model_a", "model_b", "tie")
     assert all(g.method == "logprobs" and 1.0 <= g.score_a <= 9.0 for g in verdict.games)
+    # the scoring pass's prompt, counted by the model's own tokenizer; nothing written
+    assert all(g.token_source == "reported" and g.prompt_tokens > 50
+               and g.completion_tokens == 0 for g in verdict.games)
     assert [g.order for g in verdict.games] == ["ab", "ba"]

@@ -167,6 +167,26 @@ def test_view_counts_the_judges_dead_letters_per_player() -> None:
     assert not health["target@v0"]["suppression_suspected"]
 
 
+def test_view_reports_each_judges_health_and_warns_under_the_floor() -> None:
+    from arena_stream.ratings.judge_health import JudgeMonitor
+    from arena_stream.ratings.judge_quality import AgreementFloor
+    from tests.test_judge_quality import biased, sound
+
+    floor = AgreementFloor(min_agreement=0.6, min_judgments=10, window=20)
+    view = LeaderboardView("target", judge=JudgeMonitor(floor, ("big", "t1")))
+    for i in range(12):
+        assert view.apply("judgments", msgspec.json.encode(biased(f"b{i}")), topic="j",
+                          offset=2 * i)
+        assert view.apply("judgments", msgspec.json.encode(sound(f"s{i}", judge="fair")),
+                          topic="j", offset=2 * i + 1)
+    data = json.loads(msgspec.json.encode(view.payload()))
+    judges = {q["judge"]: q for q in data["judges"]}
+    assert judges["big"]["agreement"] == 0.0 and judges["big"]["first_position_rate"] == 1.0
+    assert judges["fair"]["agreement"] == 1.0 and judges["fair"]["warning"] == ""
+    assert data["judge_warnings"] == [judges["big"]["warning"]]
+    assert "agree on 0% of the last 12 battles" in judges["big"]["warning"]
+
+
 def test_history_is_bounded_but_spans_the_whole_run() -> None:
     series = Series(limit=50)
     for i in range(10_000):
@@ -400,3 +420,43 @@ async def test_page_flags_a_player_whose_battles_the_judge_dead_letters(make_con
             "JSON.stringify(Array.from(document.querySelectorAll('#judge tr[data-model=\"c2\"] td'"
             ")).map(td => td.textContent))"))
         assert row[1:] == ["c2", "12", "12", "100%", "-", "0"]
+
+
+async def test_page_warns_about_a_judge_whose_games_disagree(make_config, stub) -> None:
+    if chromium_binary() is None:
+        pytest.skip("no chromium binary on PATH (run scripts/ensure-chromium as root)")
+    from arena_stream.judges.templates import load_template
+    from arena_stream.kafka.io import producer, topic_name
+    from arena_stream.streams.worker import prepare
+    from arena_stream.web.live import WebServer
+    from tests.test_judge_quality import biased, sound
+
+    config = make_config(stub.base_url, extra=WEB)
+    config.judge.agreement_min_judgments = 10
+    version = load_template(config.judge)[1]
+    await prepare(config)
+    async with producer(config) as p:
+        for i in range(12):  # the configured judge reacts to position only; another does not
+            for j in (biased(f"b{i}", judge="judge", template=version),
+                      sound(f"s{i}", judge="fair")):
+                await p.send_and_wait(topic_name(config, "judgments"), msgspec.json.encode(j))
+    async with WebServer(config) as server, browser(server.url) as page:
+        async def warned() -> bool:
+            return await page.evaluate(
+                "document.querySelectorAll('#judges-warnings p[data-judge=\"judge\"]').length"
+            ) == 1
+
+        await wait_for(warned, timeout=30)
+        assert await page.evaluate("document.getElementById('judges-section').hidden") is False
+        text = await page.evaluate("document.getElementById('judges-warnings').textContent")
+        assert "agree on 0% of the last 12 battles, under the floor of 60%" in text
+        assert "prefers the answer shown first in 100%" in text
+        rows = json.loads(await page.evaluate(
+            "JSON.stringify(Array.from(document.querySelectorAll('#judges tbody tr')).map("
+            "tr => [tr.dataset.judge, tr.className, Array.from(tr.cells).map(td => "
+            "td.textContent)]))"))
+        by_judge = {judge: (cls, cells) for judge, cls, cells in rows}
+        assert by_judge["judge"][0] == "suspect" and by_judge["fair"][0] == ""
+        assert by_judge["judge"][1][2:6] == ["12", "0% (0%-24%)", "0%", "100%"]
+        assert by_judge["fair"][1][2:6] == ["12", "100% (76%-100%)", "100%", "50%"]
+        assert by_judge["fair"][1][9] == "4 / 4 / 4"

@@ -39,6 +39,15 @@ def pairs(
     return [(target, g) for g in ok if g.player != target_player]
 
 
+def reported_completion_tokens(gen: Generation) -> int:
+    """The answer's token count as its model reported it, 0 when it was only estimated.
+
+    Style control compares both answers' lengths in one unit: a model's own count
+    beside an estimate would not be; with a 0 the judge stage counts both alike.
+    """
+    return 0 if gen.token_source == "counted" else gen.completion_tokens
+
+
 def form_battles(
     generations: list[Generation], *, mode: str, target_player: str, now: float
 ) -> list[Battle]:
@@ -67,8 +76,8 @@ def form_battles(
                 answer_b=b.answer,
                 target=target,
                 of=len(matched),
-                tokens_a=a.completion_tokens,
-                tokens_b=b.completion_tokens,
+                tokens_a=reported_completion_tokens(a),
+                tokens_b=reported_completion_tokens(b),
                 ts=now,
             )
         )

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 
+from arena_stream.arena.tokens import count_tokens
 from arena_stream.config import BattlesConfig, ConfigError, JudgeConfig
 from arena_stream.judges.pairwise import GameRequest, GameScores, ModelJudge
-from arena_stream.models.clients import ChatClient, ScoresTokens
+from arena_stream.models.clients import ChatClient, CountsTokens, ScoresTokens
 from arena_stream.models.retry import CallFailed
 
 REPLY_START = '{"score_1": '
@@ -87,10 +88,17 @@ class LogprobJudge(ModelJudge):
         self.scorer: ScoresTokens = client
 
     async def score_game(self, request: GameRequest) -> GameScores:
+        messages = [{"role": "user", "content": request.prompt}]
         first, second = await self.scorer.token_probabilities_twice(
-            [{"role": "user", "content": request.prompt}], REPLY_START, DIGITS,
-            BETWEEN_SCORES, rounded_expected_index,
+            messages, REPLY_START, DIGITS, BETWEEN_SCORES, rounded_expected_index,
         )
         s1, s2 = expected_digit(first), expected_digit(second)
         raw = f"{REPLY_START}{s1:.3f}{BETWEEN_SCORES}{s2:.3f}}}"
-        return GameScores(s1, s2, raw)
+        # The scoring pass reads the prompt and writes nothing: prompt tokens only, the
+        # tokenizer's count where the client has one, else the estimate.
+        if isinstance(self.client, CountsTokens):
+            tokens = await self.client.count_prompt_tokens(messages, REPLY_START)
+            source = "reported"
+        else:
+            tokens, source = count_tokens(request.prompt + REPLY_START), "counted"
+        return GameScores(s1, s2, raw, prompt_tokens=tokens, token_source=source)

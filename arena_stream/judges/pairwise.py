@@ -102,6 +102,9 @@ class GameScores(msgspec.Struct, frozen=True):
     explanation: str = ""
     attempts: int = 1
     method: str | None = None  # Game.method when it differs from the judge's own
+    prompt_tokens: int = 0  # every call of the game (Game.prompt_tokens)
+    completion_tokens: int = 0
+    token_source: str = ""  # Game.token_source: "reported" or "counted"
 
 
 class ModelJudge(abc.ABC):
@@ -146,7 +149,9 @@ class ModelJudge(abc.ABC):
         score_a, score_b = (s1, s2) if order == "ab" else (s2, s1)
         return Game(order=order, score_a=score_a, score_b=score_b, raw=scores.raw,
                     explanation=scores.explanation, method=scores.method or self.method,
-                    attempts=scores.attempts)
+                    attempts=scores.attempts, prompt_tokens=scores.prompt_tokens,
+                    completion_tokens=scores.completion_tokens,
+                    token_source=scores.token_source)  # type: ignore[arg-type]
 
     @abc.abstractmethod
     async def score_game(self, request: GameRequest) -> GameScores:

@@ -94,6 +94,19 @@ class ScoresTokens(Protocol):
 
 
 @runtime_checkable
+class CountsTokens(Protocol):
+    """A client whose model's tokenizer is at hand (in-process models).
+
+    A judge that reads probabilities instead of asking for a reply gets no usage
+    from its client; this gives it the exact prompt size of a scoring pass.
+    """
+
+    async def count_prompt_tokens(self, messages: list[dict[str, str]], reply_start: str) -> int:
+        """Tokens of the chat prompt for ``messages`` followed by ``reply_start``."""
+        ...
+
+
+@runtime_checkable
 class FollowsJsonSchema(Protocol):
     """A client that can ask its server for a reply constrained by a JSON schema.
 
@@ -503,6 +516,15 @@ class TransformersClient(_Bounded):
     async def _scoring_prompt(self, messages: list[dict[str, str]], reply_start: str) -> str:
         await self.engine.wait_ready()
         return self.engine.chat_prompt(_with_system(self.spec, messages)) + reply_start
+
+    async def count_prompt_tokens(self, messages: list[dict[str, str]], reply_start: str) -> int:
+        """:class:`CountsTokens`: the scoring prompt's length in the model's own tokens."""
+        try:
+            prompt = await self._scoring_prompt(messages, reply_start)
+            return len(self.engine.tokenizer(prompt)["input_ids"])
+        except Exception as exc:  # a failing local model is a failed call, never a crash
+            raise CallFailed("local_error", f"{type(exc).__name__}: {exc}",
+                             retryable=False) from exc
 
     async def ready(self) -> None:
         """Load the model now, so that a wrong name fails at start, not on every prompt."""

@@ -36,16 +36,38 @@ Everything here is a pure function of the judgments and dead letters, so the
 :func:`judge_health` on whole logs, or keep a :class:`JudgeTally` up to date record
 by record and call :meth:`JudgeTally.report`; :func:`metric_samples` turns a
 report into Prometheus-style samples.
+
+**Judge health as a whole.** The judge's own record (position consistency,
+first-position preference, failures, retries, margins, the agreement floor) is
+in :mod:`arena_stream.ratings.judge_quality`. :class:`HealthReport` joins both
+halves; :class:`JudgeMonitor` keeps it up to date record by record (the live
+page, the worker), :func:`health_report` computes it from whole logs (the
+``ratings`` command), and :func:`health_metrics` is the one function that turns
+it into metrics.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from arena_stream.ratings.judge_quality import (
+    AgreementFloor,
+    JudgeKey,
+    JudgeQuality,
+    JudgmentView,
+    QualityTally,
+    configured_judge,
+    judge_quality,
+    judgment_view,
+)
 from arena_stream.schemas import DeadLetter, Judgment
+
+if TYPE_CHECKING:
+    from arena_stream.config import Config
 
 # Dead-letter reasons no answer can cause: the judge was unavailable, or the prompt's
 # checks could not be run, whatever the answers were.
@@ -149,8 +171,8 @@ class JudgeTally:
 
 
 def judge_health(
-    judgments: Iterable[Judgment | JudgedPlayers], dead_letters: Iterable[DeadLetter],
-    rule: SuppressionRule | None = None,
+    judgments: Iterable[Judgment | JudgedPlayers | JudgmentView],
+    dead_letters: Iterable[DeadLetter], rule: SuppressionRule | None = None,
 ) -> list[JudgeHealth]:
     """Every player's judge record from the judgments and dead-letter logs, battle by battle."""
     judged: dict[str, tuple[str, str]] = {}
@@ -253,4 +275,135 @@ def metric_samples(health: Iterable[JudgeHealth]) -> list[tuple[str, dict[str, s
             ("arena_judge_suppression_suspected", labels, 1.0 if h.suppression_suspected
              else 0.0),
         ]
+    return samples
+
+
+# -- judge health as a whole: the players' record and the judges' own -----------------------
+
+Sample = tuple[str, dict[str, str], float]
+
+
+class HealthReport(msgspec.Struct, kw_only=True):
+    """Everything judge health says: per player, per judge, and the warnings in one list."""
+
+    players: list[JudgeHealth]
+    judges: list[JudgeQuality]
+    warnings: list[str]  # one line each: suspected suppression, agreement under the floor
+
+
+def health_warnings(players: Iterable[JudgeHealth], judges: Iterable[JudgeQuality]) -> list[str]:
+    return ([f"{h.model}: possible verdict suppression: {h.reason}"
+             for h in players if h.suppression_suspected]
+            + [q.warning for q in judges if q.warning])
+
+
+class JudgeMonitor:
+    """Judge health kept up to date record by record, in bounded memory.
+
+    Feed it the judgments and dead-letter topics (:meth:`add_record` with raw
+    values, or decoded events) and call :meth:`report`. The live page keeps one;
+    a worker that logs the agreement warning or serves ``/metrics`` can too.
+    """
+
+    def __init__(self, floor: AgreementFloor | None = None, fallback: JudgeKey | None = None,
+                 rule: SuppressionRule | None = None) -> None:
+        self.players = JudgeTally()
+        self.judges = QualityTally(floor, fallback)
+        self.rule = rule or SuppressionRule()
+
+    @classmethod
+    def for_config(cls, config: Config) -> JudgeMonitor:
+        """The floor from ``[judge]``; the configured judge for dead letters before any
+        judgment (see :mod:`~arena_stream.ratings.judge_quality`)."""
+        return cls(AgreementFloor.from_config(config.judge), configured_judge(config))
+
+    def add_judgment(self, j: Judgment | JudgmentView) -> None:
+        self.players.add_judgment(j.model_a, j.model_b)
+        self.judges.add_judgment(j)
+
+    def add_dead_letter(self, dead: DeadLetter) -> bool:
+        """Count a judge dead letter; False for any other stage's."""
+        players = dead_letter_players(dead)
+        if players is None:
+            return False
+        self.players.add_dead_letter(*players, dead.reason)
+        self.judges.add_dead_letter(dead)
+        return True
+
+    def add_record(self, key: str, value: bytes) -> bool:
+        """A raw record of ``"judgments"`` or ``"deadletter"``; False when it is not counted.
+
+        Raises ``msgspec.DecodeError`` / ``ValidationError`` for a record that does not decode.
+        """
+        if key == "judgments":
+            self.add_judgment(judgment_view.decode(value))
+            return True
+        if key == "deadletter":
+            return self.add_dead_letter(msgspec.json.decode(value, type=DeadLetter))
+        return False
+
+    def warning_changes(self) -> list[tuple[bool, str]]:
+        """Agreement warnings that came on (True) or went off (False) since the last call;
+        see :meth:`~arena_stream.ratings.judge_quality.QualityTally.warning_changes`."""
+        return self.judges.warning_changes()
+
+    def report(self) -> HealthReport:
+        players = self.players.report(self.rule)
+        judges = self.judges.report()
+        return HealthReport(players=players, judges=judges,
+                            warnings=health_warnings(players, judges))
+
+
+def health_report(
+    judgments: Iterable[Judgment | JudgmentView], dead_letters: Iterable[DeadLetter], *,
+    floor: AgreementFloor | None = None, fallback: JudgeKey | None = None,
+    rule: SuppressionRule | None = None,
+) -> HealthReport:
+    """Judge health from whole logs, each battle counted once (what ``ratings`` prints)."""
+    judgments, dead_letters = list(judgments), list(dead_letters)
+    players = judge_health(judgments, dead_letters, rule)
+    judges = judge_quality(judgments, dead_letters, floor=floor, fallback=fallback)
+    return HealthReport(players=players, judges=judges,
+                        warnings=health_warnings(players, judges))
+
+
+def health_metrics(report: HealthReport) -> list[Sample]:
+    """Every judge-health number as Prometheus samples ``(name, labels, value)``.
+
+    Per player (label ``model``): :func:`metric_samples`. Per judge (labels
+    ``judge``, ``template``): judgments, dead letters by kind, the rates, the
+    margin as a summary (``quantile`` label, ``_sum`` and ``_count``) and
+    ``arena_judge_agreement_warning`` (1 while the agreement is under the floor).
+    A rate with nothing to divide yet is left out rather than reported as 0.
+    """
+    samples = metric_samples(report.players)
+    for q in report.judges:
+        labels = {"judge": q.judge, "template": q.template_version}
+        samples += [
+            ("arena_judge_judgments_total", labels, float(q.judgments)),
+            ("arena_judge_failures_total", {**labels, "kind": "verdict"},
+             float(q.verdict_failures)),
+            ("arena_judge_failures_total", {**labels, "kind": "other"},
+             float(q.other_failures)),
+            ("arena_judge_games_total", labels, float(q.games)),
+            ("arena_judge_agreement_warning", labels, 1.0 if q.warning else 0.0),
+        ]
+        for name, value in (
+            ("arena_judge_position_agreement", q.agreement),
+            ("arena_judge_position_agreement_recent", q.recent_agreement),
+            ("arena_judge_first_position_rate", q.first_position_rate),
+            ("arena_judge_verdict_failure_rate", q.verdict_failure_rate),
+            ("arena_judge_failure_rate", q.failure_rate),
+            ("arena_judge_retry_rate", q.retry_rate),
+            ("arena_judge_calls_per_game", q.calls_per_game),
+            ("arena_judge_tie_rate", q.tie_rate),
+        ):
+            if value is not None:
+                samples.append((name, labels, float(value)))
+        for key, value in q.margin.quantiles.items():
+            quantile = str(int(key[1:]) / 100)
+            samples.append(("arena_judge_margin", {**labels, "quantile": quantile}, value))
+        if q.margin.mean is not None:
+            samples += [("arena_judge_margin_sum", labels, q.margin.mean * q.margin.count),
+                        ("arena_judge_margin_count", labels, float(q.margin.count))]
     return samples

@@ -35,6 +35,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from arena_stream.arena.tokens import count_tokens
 from arena_stream.schemas.events import Battle, StyleCounts
 
 # Order of the features everywhere (columns, coefficients): LMArena's example's order.
@@ -59,15 +60,6 @@ _CODE_BLOCK = re.compile(r"```[^`]*```")
 _HEADER = re.compile(r"^#{1,6}\s", re.MULTILINE)
 _LIST_ITEM = re.compile(r"^\s*(?:\d+\.|[-*+])\s", re.MULTILINE)
 _BOLD = re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__")
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
-
-
-def count_tokens(text: str) -> int:
-    """Words, numbers and punctuation marks, each CJK character on its own (see module doc)."""
-    return len(_TOKEN.findall(text))
-
-
 def markdown_counts(text: str) -> tuple[int, int, int]:
     """``(headers, bold spans, list items)`` of one answer, code blocks removed first."""
     prose = _CODE_BLOCK.sub("", text)

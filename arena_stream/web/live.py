@@ -13,10 +13,12 @@ Routes:
 
 Memory is bounded whatever the topics hold: one latest update per model, the
 last snapshot, the last :data:`MAX_VERSIONS` versions, per target version
-a rating history decimated to at most :data:`MAX_POINTS` points, and per pair
+a rating history decimated to at most :data:`MAX_POINTS` points, per pair
 of models three counters of the judge's record (judged, dead-lettered, outages;
-see :mod:`arena_stream.ratings.judge_health`). Judgments are decoded only as far
-as their two models.
+see :mod:`arena_stream.ratings.judge_health`), and per judge its health counters
+(:mod:`arena_stream.ratings.judge_quality`: a window of recent agreements, margins
+in 0.01 steps). Judgments are decoded only as far as their models, verdict and
+games' scores.
 """
 
 from __future__ import annotations
@@ -38,10 +40,9 @@ from aiohttp import web
 
 from arena_stream.config import Config
 from arena_stream.kafka.io import ensure_ready, tail, topic_name
-from arena_stream.ratings.judge_health import JudgedPlayers, JudgeTally, dead_letter_players
+from arena_stream.ratings.judge_health import JudgeMonitor
 from arena_stream.ratings.standings import latest_ratings
 from arena_stream.schemas import (
-    DeadLetter,
     LeaderboardSnapshot,
     ModelVersion,
     RatingUpdate,
@@ -89,9 +90,6 @@ class Series:
         return out
 
 
-_judged = msgspec.json.Decoder(JudgedPlayers)
-
-
 class LeaderboardView:
     """What the page shows, built from the topics' records as they arrive.
 
@@ -101,7 +99,8 @@ class LeaderboardView:
     """
 
     def __init__(
-        self, target: str, *, max_points: int = MAX_POINTS, max_versions: int = MAX_VERSIONS
+        self, target: str, *, max_points: int = MAX_POINTS, max_versions: int = MAX_VERSIONS,
+        judge: JudgeMonitor | None = None,
     ) -> None:
         self.target_prefix = f"{target}@v"
         self.max_points = max_points
@@ -111,7 +110,7 @@ class LeaderboardView:
         self.versions: deque[ModelVersion] = deque(maxlen=max_versions)
         self.history: OrderedDict[str, Series] = OrderedDict()
         self.positions: dict[tuple[str, int], int] = {}
-        self.judge = JudgeTally()
+        self.judge = judge or JudgeMonitor()
         self.updated = 0.0
         self.revision = 0
         self.changed = asyncio.Condition()
@@ -169,17 +168,9 @@ class LeaderboardView:
                 v.ts = ts
             self.versions.append(v)
             return True
-        if key == "judgments":
-            j = _judged.decode(value)
-            self.judge.add_judgment(j.model_a, j.model_b)
-            return True
-        if key == "deadletter":
-            dead = decode(value, DeadLetter)
-            players = dead_letter_players(dead)
-            if players is None:
-                return False  # not the judge's: intake, generation, training
-            self.judge.add_dead_letter(*players, dead.reason)
-            return True
+        if key in ("judgments", "deadletter"):
+            # a dead letter of another stage (intake, generation, training) changes nothing
+            return self.judge.add_record(key, value)
         return False
 
     def _series(self, model: str) -> Series:
@@ -192,6 +183,7 @@ class LeaderboardView:
 
     def payload(self) -> dict[str, Any]:
         """The JSON the page renders; its shape is the ``/api/leaderboard`` contract."""
+        health = self.judge.report()
         return {
             "ratings": [msgspec.to_builtins(s) for s in latest_ratings(self.latest.values())],
             "snapshot": msgspec.to_builtins(self.snapshot) if self.snapshot else None,
@@ -206,7 +198,9 @@ class LeaderboardView:
                 for v in self.versions
             ],
             "history": {model: s.export() for model, s in self.history.items()},
-            "judge_health": [msgspec.to_builtins(h) for h in self.judge.report()],
+            "judge_health": [msgspec.to_builtins(h) for h in health.players],
+            "judges": [msgspec.to_builtins(q) for q in health.judges],
+            "judge_warnings": health.warnings,
             "updated": self.updated,
         }
 
@@ -243,7 +237,8 @@ class WebServer:
 
     def __init__(self, config: Config, view: LeaderboardView | None = None) -> None:
         self.config = config
-        self.view = view or LeaderboardView(config.target.name)
+        self.view = view or LeaderboardView(config.target.name,
+                                            judge=JudgeMonitor.for_config(config))
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._feed: asyncio.Task[None] | None = None

@@ -5,10 +5,15 @@ topic, with each model's judge record (judgments and dead-letter topics): how
 many of its battles the judge dead-lettered, and whether that share is far
 above the others' (a sign that its answers suppress their own verdicts, see
 :mod:`arena_stream.ratings.judge_health`). A model whose battles were all
-dead-lettered has no rating and is listed all the same.
+dead-lettered has no rating and is listed all the same. Then each judge's own
+health: how often its two position-swapped games agree, how often it prefers
+the answer shown first, its failure and retry rates and its margins, with a
+warning when the agreement is under ``[judge] min_agreement`` (see
+:mod:`arena_stream.ratings.judge_quality`).
 With ``--follow``: one line per update as judgments arrive.
-``--json`` prints machine-readable output (a list of objects, each with a
-``judge`` object, or one rating update per line when following).
+``--json`` prints machine-readable output: an object with ``models`` (a list,
+each with a ``judge`` object), ``judges`` and ``warnings``; or one rating
+update per line when following.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from arena_stream.ratings.judge_health import JudgedPlayers, JudgeHealth, judge_health
+from arena_stream.ratings.judge_health import JudgeHealth, health_report
+from arena_stream.ratings.judge_quality import (
+    AgreementFloor,
+    JudgeQuality,
+    JudgmentView,
+    configured_judge,
+)
 from arena_stream.ratings.standings import Standing
 from arena_stream.schemas import DeadLetter
 
@@ -69,15 +80,36 @@ def main(args: argparse.Namespace) -> int:
 
     ratings, judgments, dead = asyncio.run(read())
     rows = latest_ratings(decode(r.value, RatingUpdate) for r in ratings)
-    health = judge_health(_decoded(judgments, JudgedPlayers), _decoded(dead, DeadLetter))
+    report = health_report(_decoded(judgments, JudgmentView), _decoded(dead, DeadLetter),
+                           floor=AgreementFloor.from_config(config.judge),
+                           fallback=configured_judge(config))
     if args.json:
-        print(json.dumps(with_judge_health(rows, health)))
+        print(json.dumps({"models": with_judge_health(rows, report.players),
+                          "judges": msgspec.to_builtins(report.judges),
+                          "warnings": report.warnings}))
         return 0
     print_ratings(rows)
-    for h in health:
-        if h.suppression_suspected:
-            print(f"warning: {h.model}: possible verdict suppression: {h.reason}")
+    for q in report.judges:
+        print(judge_line(q))
+    for line in report.warnings:
+        print(f"warning: {line}")
     return 0
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def judge_line(q: JudgeQuality) -> str:
+    """One judge's health in a line, for people."""
+    interval = ("" if q.agreement_low is None
+                else f" [{_pct(q.agreement_low)}-{_pct(q.agreement_high)}]")
+    p50 = q.margin.quantiles.get("p50")
+    return (f"judge {q.judge} ({q.template_version}): {q.judgments} judgments, games agree "
+            f"{_pct(q.agreement)}{interval} (last {q.recent_n}: {_pct(q.recent_agreement)}), "
+            f"first shown wins {_pct(q.first_position_rate)}, verdict failures "
+            f"{_pct(q.verdict_failure_rate)}, all failures {_pct(q.failure_rate)}, retried "
+            f"games {_pct(q.retry_rate)}, median margin {'-' if p50 is None else p50}")
 
 
 def with_judge_health(rows: list[Standing], health: list[JudgeHealth]) -> list[dict[str, Any]]:

@@ -76,6 +76,8 @@ def load_judge_file(path: str) -> tuple[JudgeConfig, BattlesConfig | None]:
     if spec.concurrency < 1 or spec.max_retries < 0 or spec.max_tokens < 1:
         raise ConfigError(f"{p}: judge: concurrency and max_tokens must be >= 1, "
                           "max_retries >= 0")
+    if spec.agreement_min_judgments > spec.agreement_window:
+        raise ConfigError(f"{p}: judge: agreement_min_judgments cannot exceed agreement_window")
     return spec, parsed.battles
 
 
