@@ -236,9 +236,12 @@ class BudgetConfig(_Section):
 
 
 class WebConfig(_Section):
+    """The worker's HTTP server: the live page, and /metrics, /healthz, /readyz."""
+
     enabled: bool = False
     host: str = "127.0.0.1"
     port: Port = 6066
+    page: bool = True  # false: only the operators' endpoints
 
 
 class Config(_Section):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,6 +35,7 @@ import faust
 import msgspec
 import structlog
 
+from arena_stream.arena.costs import Budget
 from arena_stream.arena.kinds import KINDS
 from arena_stream.config import Config
 from arena_stream.kafka import commits
@@ -41,7 +43,7 @@ from arena_stream.kafka.broker import Quirks, TopicPlan, faust_broker_credential
 from arena_stream.kafka.topics import TOPICS, Topics
 from arena_stream.logging import scrub_bytes
 from arena_stream.ratings.elo import PairCount
-from arena_stream.schemas import DeadLetter, encode
+from arena_stream.schemas import DeadLetter, Generation, encode
 from arena_stream.streams.runtime import Runtime, table_writes_for
 from arena_stream.streams.stages import (
     collect,
@@ -294,7 +296,30 @@ class Wiring:
         self.tables[trigger.TABLE] = TriggerTable(self.faust_tables[trigger.TABLE])
         self.store = FaustStore(self.tables)
         self.reapers, self.reapers_by_topic = self.retention()
+        self.budget = Budget(config)
         self.snapshots = Snapshots(self.send)
+
+    async def within_budget(self) -> None:
+        """Hold the intake once the budget is spent: new prompts wait in their topic.
+
+        What was admitted before still finishes (its cost is already committed), so the
+        spend can pass the budget by what was in flight. Raising ``[budget] usd`` and
+        restarting the workers lets the waiting prompts in.
+        """
+        if not self.budget.exhausted():
+            return
+        log.warning("budget.spent", why=self.budget.why())
+        while self.budget.exhausted():
+            await asyncio.sleep(60.0)
+
+    async def count_spending(self) -> None:
+        """Tally every generation and judgment ever sent (every worker sees the total)."""
+        from arena_stream.kafka.io import tail
+
+        names = {self.names.name(k): k for k in ("generations", "judgments")}
+        async for record in tail(self.config, *names):
+            if record.value is not None:
+                self.budget.add_record(names[record.topic], record.value)
 
     def retention(self) -> tuple[dict[str, Reaper], dict[str, list[Reaper]]]:
         """A reaper per table that forgets finished work, keyed by table and by input topic."""
@@ -357,11 +382,23 @@ class Wiring:
         acks = [await self.send_bytes(topic, key, value) for topic, key, value in encoded]
         await asyncio.gather(*acks)
         self.runtime.counters.update(outcome.counters)
+        self.observe(outcome, encoded)
         for e in outcome.emits:
             if isinstance(e.event, DeadLetter):
                 d = e.event
                 log.warning("deadletter", stage=d.stage, reason=d.reason, ref=d.ref,
                             error=d.error[:300])
+
+    def observe(self, outcome: Outcome, encoded: list[tuple[str, str, bytes]]) -> None:
+        """Feed what was sent to the worker's telemetry and budget."""
+        telemetry = self.runtime.telemetry
+        for e, (topic, _, value) in zip(outcome.emits, encoded, strict=True):
+            if isinstance(e.event, Generation):
+                telemetry.generation_seconds.labels(
+                    e.event.player, "true" if e.event.ok else "false").observe(e.event.latency_s)
+            if topic in ("judgments", "deadletter") and telemetry.judges is not None:
+                with contextlib.suppress(msgspec.MsgspecError):
+                    telemetry.judges.add_record(topic, value)
 
     def too_large(self, outcome: Outcome, encoded: list[tuple[str, str, bytes]]) -> list[str]:
         """What in ``outcome`` exceeds the largest record the broker takes."""
@@ -451,8 +488,12 @@ class Wiring:
         @app.agent(topics["prompts"], name="intake")
         async def intake_agent(stream: faust.StreamT) -> None:
             async for event in stream.events():
+                await self.within_budget()
                 out = await self.run("intake", event, partial(intake.intake, ctx=intake_ctx))
                 await self.finish(out, event, "intake")
+
+        if self.budget.enabled:
+            app.task(self.count_spending)
 
         admit_ctx = intake.AdmitContext(round=rt.round)
 
@@ -488,9 +529,14 @@ class Wiring:
 
         @app.agent(topics["battles"], name="judge", concurrency=config.judge.concurrency)
         async def judge_agent(stream: faust.StreamT) -> None:
+            seconds = rt.telemetry.judgment_seconds
             async for event in stream.events():
+                started = time.perf_counter()
                 out = await self.run("judge", event,
                                      partial(judge.judge, store=self.store, ctx=judge_ctx))
+                if out.emits:  # not a battle already judged
+                    verdict = "judged" if out.events("judgments") else "dead_letter"
+                    seconds.labels(verdict).observe(time.perf_counter() - started)
                 await self.finish(out, event, "judge")
 
         # Rating and routing share one agent on the judgments topic: with two agents on

@@ -14,6 +14,7 @@ from arena_stream.judges import Judge, build_judge
 from arena_stream.models.clients import ChatClient, build_client
 from arena_stream.schemas import ModelVersion
 from arena_stream.streams.stages.versions import VersionChain
+from arena_stream.streams.telemetry import Telemetry
 
 
 class Runtime:
@@ -30,6 +31,7 @@ class Runtime:
         self.counters: collections.Counter[str] = collections.Counter()
         self.versions: dict[str, ModelVersion] = {}  # player -> the version it plays now
         self.chain = VersionChain()  # which published versions are real
+        self.telemetry = Telemetry()
         self.player_names = frozenset(p.name for p in config.players)
         self._decontaminator: Any = None
 

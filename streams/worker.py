@@ -106,11 +106,13 @@ async def running_worker(
     await worker.start()
     log.info("worker.started", app_id=config.app_id, broker=config.broker.bootstrap_servers)
     running = RunningWorker(app=app, runtime=runtime, config=config, wiring=wiring)
+    runtime.telemetry.attach(running)
     try:
         if config.web.enabled:
-            from arena_stream.web.live import start_server
+            from arena_stream.web.live import WebServer
 
-            running.web = await start_server(config)
+            running.web = WebServer(config, service=runtime.telemetry)
+            await running.web.start()
         yield running
     finally:
         if running.web is not None:

@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from importlib.resources import files
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import structlog
@@ -228,6 +228,16 @@ def _page() -> tuple[bytes, str]:
     return html.encode("utf-8"), csp
 
 
+class Service(Protocol):
+    """What a worker serves beside the page (arena_stream.streams.telemetry.Telemetry)."""
+
+    def metrics(self) -> bytes: ...
+
+    def healthy(self) -> tuple[bool, str]: ...
+
+    def ready(self) -> tuple[bool, str]: ...
+
+
 class WebServer:
     """The page's HTTP server and the tail that feeds its view.
 
@@ -235,8 +245,10 @@ class WebServer:
     :attr:`url` tell which one it got once :meth:`start` returns.
     """
 
-    def __init__(self, config: Config, view: LeaderboardView | None = None) -> None:
+    def __init__(self, config: Config, view: LeaderboardView | None = None,
+                 service: Service | None = None) -> None:
         self.config = config
+        self.service = service  # a worker's /metrics, /healthz, /readyz
         self.view = view or LeaderboardView(config.target.name,
                                             judge=JudgeMonitor.for_config(config))
         self.port: int | None = None
@@ -257,9 +269,14 @@ class WebServer:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_get("/", self._index)
-        app.router.add_get("/api/leaderboard", self._leaderboard)
-        app.router.add_get("/api/events", self._events)
+        if self.config.web.page:
+            app.router.add_get("/", self._index)
+            app.router.add_get("/api/leaderboard", self._leaderboard)
+            app.router.add_get("/api/events", self._events)
+        if self.service is not None:
+            app.router.add_get("/metrics", self._metrics)
+            app.router.add_get("/healthz", self._healthz)
+            app.router.add_get("/readyz", self._readyz)
         app.on_shutdown.append(self._on_shutdown)
         # Long-lived event streams end on shutdown (see _on_shutdown), so a short
         # grace period is enough and stopping the worker is never held up.
@@ -272,8 +289,25 @@ class WebServer:
             await self._runner.cleanup()
             raise
         self.port = int(self._runner.addresses[0][1])
-        self._feed = asyncio.create_task(self._follow(), name="arena-web-feed")
+        if self.config.web.page:
+            self._feed = asyncio.create_task(self._follow(), name="arena-web-feed")
         log.info("web.started", url=self.url)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        assert self.service is not None
+        body = await asyncio.to_thread(self.service.metrics)
+        return web.Response(body=body, content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        assert self.service is not None
+        ok, why = self.service.healthy()
+        return web.Response(status=200 if ok else 503, text=why + "\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        assert self.service is not None
+        ok, why = self.service.ready()
+        return web.Response(status=200 if ok else 503, text=why + "\n")
 
     async def stop(self) -> None:
         self._closing.set()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from arena_stream.arena.tokens import with_token_counts
 from arena_stream.models.clients import ChatClient
 from arena_stream.models.retry import CallFailed
 from arena_stream.schemas import Generation, Prompt, decode
@@ -61,6 +62,7 @@ async def generate(record: Record, ctx: GenerateContext) -> Outcome:
             prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
             attempts=done.attempts, ts=ctx.now(),
         )
+        gen = with_token_counts(gen)  # the server's usage, else counted
         out.count(f"generate.{ctx.player}")
     out.emit("generations", prompt.id, gen)
     return out
