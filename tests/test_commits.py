@@ -221,13 +221,11 @@ async def test_the_flush_before_a_commit_waits_for_every_buffered_table_write() 
         drain.cancel()
 
 
-async def test_a_seek_in_the_middle_of_a_batch_redelivers_instead_of_losing() -> None:
-    """faust's own fetch loop (``_drain_messages``), fed two batches, with the guard seeking
-    back while the first is half through (a commit round runs while an agent takes a message).
-
-    Without the guard's batch filter the refetched records look older than the read offset
-    faust moved on to, and are dropped for good: the offset the seek was for never comes back.
-    """
+async def drain(batches: list[tuple[int, int]], *, on_message: Any = None,
+                on_fetch: Any = None) -> tuple[list[int], Any, Any, Any]:
+    """faust's own fetch loop (``Consumer._drain_messages``) on a real, unstarted consumer,
+    fed the given batches of offsets: the offsets it handed to the agents, and the consumer,
+    its guard and its partition."""
     from aiokafka.structs import ConsumerRecord
     from faust.types import TP
 
@@ -239,99 +237,74 @@ async def test_a_seek_in_the_middle_of_a_batch_redelivers_instead_of_losing() ->
     app.topics._acking_topics.add(tp.topic)
     guard = commits.guard_of(consumer)
     assert guard is not None
-
-    def batch(first: int, last: int) -> dict[Any, list[Any]]:
-        return {tp: [ConsumerRecord(tp.topic, 0, o, 0, 0, b"k", b"v", None, 1, 1, [])
-                     for o in range(first, last + 1)]}
-
-    batches = [batch(0, 9), batch(1, 9)]  # the seek to 1 makes the broker send 1.. again
+    pending = [{tp: [ConsumerRecord(tp.topic, 0, o, 0, 0, b"k", b"v", None, 1, 1, [])
+                     for o in range(first, last + 1)]} for first, last in batches]
     stop = asyncio.Event()
+    seen: list[int] = []
 
     async def fetch(active_partitions: Any, timeout: float) -> Any:
-        if batches:
-            return batches.pop(0)
+        if on_fetch is not None:
+            await on_fetch(consumer, guard, tp, len(pending))
+        if pending:
+            return pending.pop(0)
         stop.set()
         return None
+
+    async def callback(message: Any) -> None:
+        seen.append(message.offset)
+        if on_message is not None:
+            await on_message(consumer, guard, tp, message, seen)
 
     async def seek(partition: Any, offset: int) -> None:
         return None
 
-    seen: list[int] = []
+    consumer._getmany = fetch  # type: ignore[method-assign]
+    consumer._get_active_partitions = lambda: {tp}  # type: ignore[method-assign]
+    consumer._seek = seek  # type: ignore[method-assign]
+    consumer.highwater = lambda partition: 100  # type: ignore[method-assign]
+    consumer.callback = callback
+    await asyncio.wait_for(consumer._drain_messages(SimpleNamespace(_stopped=stop)), timeout=10)
+    return seen, consumer, guard, tp
 
-    async def callback(message: Any) -> None:
-        seen.append(message.offset)
+
+async def test_a_seek_in_the_middle_of_a_batch_redelivers_instead_of_losing() -> None:
+    """The guard seeks back while faust is half through a batch (a commit round runs while
+    an agent takes a message). Without the guard's batch filter the refetched records look
+    older than the read offset faust moved on to, and are dropped for good: the offset the
+    seek was for never comes back."""
+
+    async def seek_back_at_3(consumer: Any, guard: Any, tp: Any, message: Any,
+                             seen: list[int]) -> None:
         if message.offset == 3 and len(seen) == 4:
             await consumer.seek(tp, 1)  # what CommitGuard.heal does for a dropped offset 1
             guard.sought(tp, 1)
 
-    consumer._getmany = fetch  # type: ignore[method-assign]
-    consumer._get_active_partitions = lambda: {tp}  # type: ignore[method-assign]
-    consumer._seek = seek  # type: ignore[method-assign]
-    consumer.highwater = lambda partition: 10  # type: ignore[method-assign]
-    consumer.callback = callback
-    gaps: list[tuple[int, int]] = []
-
-    async def add_gap(partition: Any, start: int, end: int) -> None:
-        gaps.append((start, end))
-
-    consumer._add_gap = add_gap  # type: ignore[method-assign]
-    fetcher = SimpleNamespace(_stopped=stop)
-    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=10)
+    seen, consumer, _, tp = await drain([(0, 9), (1, 9)], on_message=seek_back_at_3)
     assert seen == [0, 1, 2, 3, *range(1, 10)]  # 4..9 of the first batch wait for the refetch
-    assert gaps == []
+    assert not consumer._gap.get(tp)
 
 
 async def test_a_seek_while_a_fetch_is_waiting_keeps_the_fetch_it_asked_for() -> None:
     """The guard seeks while faust waits for the next batch: that batch is the refetch the
     seek asked for (the client drops what it held for the partition), so it must be kept."""
-    from aiokafka.structs import ConsumerRecord
-    from faust.types import TP
 
-    from arena_stream.kafka import commits
-
-    app = tiny_app()
-    consumer = app.consumer
-    tp = TP("c.judgments", 0)
-    app.topics._acking_topics.add(tp.topic)
-    guard = commits.guard_of(consumer)
-    assert guard is not None
-
-    def batch(first: int, last: int) -> dict[Any, list[Any]]:
-        return {tp: [ConsumerRecord(tp.topic, 0, o, 0, 0, b"k", b"v", None, 1, 1, [])
-                     for o in range(first, last + 1)]}
-
-    batches = [batch(0, 9), batch(1, 9)]  # the seek to 1 makes the broker send 1.. again
-    stop = asyncio.Event()
-
-    async def fetch(active_partitions: Any, timeout: float) -> Any:
-        if len(batches) == 1:  # the commit task seeks while this fetch is in flight
+    async def seek_during_second_fetch(consumer: Any, guard: Any, tp: Any, left: int) -> None:
+        if left == 1:
             await consumer.seek(tp, 1)
             guard.sought(tp, 1)
-        if batches:
-            return batches.pop(0)
-        stop.set()
-        return None
 
-    async def seek(partition: Any, offset: int) -> None:
-        return None
+    seen, _, _, _ = await drain([(0, 9), (1, 9)], on_fetch=seek_during_second_fetch)
+    assert seen == [*range(10), *range(1, 10)]
 
-    seen: list[int] = []
 
-    async def callback(message: Any) -> None:
-        seen.append(message.offset)
+async def test_a_jump_in_the_offsets_read_is_never_committed_as_done() -> None:
+    """faust reads 0..9, then 12..15 (a batch fetched before a seek took effect looks just
+    like this): it would record 10..11 as a log gap, done, and commit past them. The guard
+    leaves them a hole, to be sought back to (and a gap only after two probes)."""
+    from arena_stream.kafka.commits import commit_point
 
-    consumer._getmany = fetch  # type: ignore[method-assign]
-    consumer._get_active_partitions = lambda: {tp}  # type: ignore[method-assign]
-    consumer._seek = seek  # type: ignore[method-assign]
-    consumer.highwater = lambda partition: 10  # type: ignore[method-assign]
-    consumer.callback = callback
-    gaps: list[tuple[int, int]] = []
-
-    async def add_gap(partition: Any, start: int, end: int) -> None:
-        gaps.append((start, end))
-
-    consumer._add_gap = add_gap  # type: ignore[method-assign]
-    fetcher = SimpleNamespace(_stopped=stop)
-    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=10)
-    assert seen == [*range(10), *range(1, 10)]  # the refetch after the seek, all of it
-    assert gaps == []
+    seen, consumer, _, tp = await drain([(0, 9), (12, 15)])
+    assert seen == [*range(10), *range(12, 16)]
+    gaps = consumer._gap.get(tp)
+    assert not gaps
+    assert commit_point(0, set(seen), lambda o: None) == 10
