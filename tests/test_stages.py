@@ -499,3 +499,10 @@ def test_sweep_measures_age_on_its_own_clock_not_another_workers(rec) -> None:
     assert sweep.sweep(store.table(collect.TABLE), ctx).emits == []  # not given up at once
     ctx.now = clock(16.0)
     assert sweep.sweep(store.table(collect.TABLE), ctx).events("accepted")
+
+
+async def test_ids_with_control_characters_are_refused(rec) -> None:
+    out = await intake.intake(rec("prompts", json.dumps({"id": "p\x1b[2K", "prompt": "hi"})
+                                  .encode()), intake_ctx())
+    [letter] = out.dead_letters()
+    assert letter.reason == "invalid_id" and out.events("checked") == []
