@@ -85,6 +85,9 @@ max_retries = 1
 [ratings]
 snapshot_every = 0
 
+[battles]
+sweep_after_s = {args.done_retention / 2}  # finished prompts are kept twice this long
+
 [training]
 enabled = false
 
