@@ -36,6 +36,7 @@ def run_job(
     parent_adapter: str | None,
     out_dir: Path,
     on_log: LogSink | None = None,
+    system_prompt: str | None = None,
 ) -> TrainResult:
     """Train one new version of the target on ``samples`` and save it under ``out_dir``.
 
@@ -44,11 +45,12 @@ def run_job(
     checkpoint when ``cfg.lora`` is False), ``None`` for the first version.
     ``job.hyperparameters`` override fields of ``cfg`` for this job only.
     ``on_log`` gets each logging step (``step``, ``loss``, ``learning_rate``,
-    ...) on the main process.
+    ...) on the main process. ``system_prompt`` is the target player's own: samples
+    are formatted as the target sees them when it plays.
     """
     return prepare_job(
         job, samples, cfg, base_model=base_model, parent_adapter=parent_adapter,
-        out_dir=out_dir, on_log=on_log,
+        out_dir=out_dir, on_log=on_log, system_prompt=system_prompt,
     ).run()
 
 
@@ -61,6 +63,7 @@ def prepare_job(
     parent_adapter: str | None,
     out_dir: Path,
     on_log: LogSink | None = None,
+    system_prompt: str | None = None,
 ) -> PreparedJob:
     """Everything :func:`run_job` does short of training: the trainer for this job, set up.
 
@@ -84,5 +87,5 @@ def prepare_job(
             )
     return entry.prepare()(  # type: ignore[no-any-return]
         list(samples), cfg, base_model=base_model, parent_adapter=parent_adapter,
-        out_dir=Path(out_dir), on_log=on_log,
+        out_dir=Path(out_dir), on_log=on_log, system_prompt=system_prompt,
     )

@@ -87,6 +87,15 @@ def default_base_model(document: dict[str, Any], player: str) -> str:
     return "smollm2"
 
 
+def player_system_prompt(document: dict[str, Any], player: str) -> str | None:
+    """The system prompt the job's player plays with: training formats samples the same way."""
+    for entry in document.get("players", []):
+        if isinstance(entry, dict) and entry.get("name") == player:
+            prompt = entry.get("system_prompt")
+            return str(prompt) if prompt else None
+    return None
+
+
 def read_samples(path: Path, row_type: type[Event]) -> list[Event]:
     decoder = msgspec.json.Decoder(row_type)
     with path.open("rb") as handle:
@@ -122,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_job(
             job, samples, cfg, base_model=base_model, parent_adapter=args.parent_adapter,
             out_dir=args.out, on_log=lambda entry: emit("log", entry),
+            system_prompt=player_system_prompt(document, job.base_model),
         )
     except UnsupportedJobKind as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from arena_stream.config import TrainingConfig
+from arena_stream.models.chat import served_messages
 from arena_stream.schemas.events import DPOPair
 from arena_stream.trainers.common import (
     LogSink,
@@ -35,9 +36,15 @@ from arena_stream.trainers.common import (
 )
 
 
-def dpo_example(pair: DPOPair) -> dict[str, list[dict[str, str]]]:
-    """One pair as a TRL conversational preference row."""
-    prompt = messages_as_dicts(pair.prompt)
+def dpo_example(
+    pair: DPOPair, system_prompt: str | None = None
+) -> dict[str, list[dict[str, str]]]:
+    """One pair as a TRL conversational preference row.
+
+    ``system_prompt`` is the target's own: the prompt is formatted exactly as
+    the target sees it when it plays (:func:`~arena_stream.models.chat.served_messages`).
+    """
+    prompt = served_messages(system_prompt, messages_as_dicts(pair.prompt))
     if not prompt or prompt[-1]["role"] != "user":
         raise ValueError(f"DPO pair {pair.id}: prompt must end with a user turn")
     return {
@@ -47,11 +54,11 @@ def dpo_example(pair: DPOPair) -> dict[str, list[dict[str, str]]]:
     }
 
 
-def dpo_dataset(pairs: list[DPOPair]) -> Any:
+def dpo_dataset(pairs: list[DPOPair], system_prompt: str | None = None) -> Any:
     """The pairs as a ``datasets.Dataset`` with ``prompt``, ``chosen`` and ``rejected`` columns."""
     from datasets import Dataset
 
-    return Dataset.from_list([dpo_example(p) for p in pairs])
+    return Dataset.from_list([dpo_example(p, system_prompt) for p in pairs])
 
 
 def prepare_dpo(
@@ -62,6 +69,7 @@ def prepare_dpo(
     parent_adapter: str | None,
     out_dir: Path,
     on_log: LogSink | None = None,
+    system_prompt: str | None = None,
 ) -> PreparedJob:
     """A DPOTrainer over the pairs, LoRA (fresh or continued) or full, ready to run."""
     from trl import DPOConfig, DPOTrainer
@@ -74,7 +82,7 @@ def prepare_dpo(
     trainer = DPOTrainer(
         model=model,
         args=args,
-        train_dataset=dpo_dataset(pairs),
+        train_dataset=dpo_dataset(pairs, system_prompt),
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[progress_callback(progress)],
@@ -86,7 +94,8 @@ def prepare_dpo(
 
 
 def dpo_loss(
-    model: Any, tokenizer: Any, pairs: list[DPOPair], *, beta: float, max_length: int
+    model: Any, tokenizer: Any, pairs: list[DPOPair], *, beta: float, max_length: int,
+    system_prompt: str | None = None,
 ) -> float:
     """Mean sigmoid DPO loss of a LoRA model, with its adapters disabled as the reference.
 
@@ -110,7 +119,7 @@ def dpo_loss(
     model.eval()
     try:
         for pair in pairs:
-            row = dpo_example(pair)
+            row = dpo_example(pair, system_prompt)
             chosen, rejected = logps(row)
             with disable() if disable is not None else contextlib.nullcontext():
                 ref_chosen, ref_rejected = logps(row)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from arena_stream.config import TrainingConfig
+from arena_stream.models.chat import served_messages
 from arena_stream.schemas.events import SFTSample
 from arena_stream.trainers.common import (
     LogSink,
@@ -29,9 +30,16 @@ from arena_stream.trainers.common import (
 )
 
 
-def sft_example(sample: SFTSample) -> dict[str, list[dict[str, str]]]:
-    """One sample as a TRL conversational prompt/completion row."""
-    messages = messages_as_dicts(sample.messages)
+def sft_example(
+    sample: SFTSample, system_prompt: str | None = None
+) -> dict[str, list[dict[str, str]]]:
+    """One sample as a TRL conversational prompt/completion row.
+
+    ``system_prompt`` is the target's own (``[[players]] system_prompt``): the
+    prompt is formatted exactly as the target sees it when it plays
+    (:func:`~arena_stream.models.chat.served_messages`).
+    """
+    messages = served_messages(system_prompt, messages_as_dicts(sample.messages))
     if len(messages) < 2 or messages[-1]["role"] != "assistant":
         raise ValueError(
             f"SFT sample {sample.id}: messages must end with the winner's assistant turn"
@@ -39,11 +47,11 @@ def sft_example(sample: SFTSample) -> dict[str, list[dict[str, str]]]:
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
-def sft_dataset(samples: list[SFTSample]) -> Any:
+def sft_dataset(samples: list[SFTSample], system_prompt: str | None = None) -> Any:
     """The samples as a ``datasets.Dataset`` with ``prompt`` and ``completion`` columns."""
     from datasets import Dataset
 
-    return Dataset.from_list([sft_example(s) for s in samples])
+    return Dataset.from_list([sft_example(s, system_prompt) for s in samples])
 
 
 def prepare_sft(
@@ -54,6 +62,7 @@ def prepare_sft(
     parent_adapter: str | None,
     out_dir: Path,
     on_log: LogSink | None = None,
+    system_prompt: str | None = None,
 ) -> PreparedJob:
     """An SFTTrainer over the samples, LoRA (fresh or continued) or full, ready to run."""
     from trl import SFTConfig, SFTTrainer
@@ -66,7 +75,7 @@ def prepare_sft(
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=sft_dataset(samples),
+        train_dataset=sft_dataset(samples, system_prompt),
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[progress_callback(progress)],
@@ -77,7 +86,10 @@ def prepare_sft(
     )
 
 
-def sft_loss(model: Any, tokenizer: Any, samples: list[SFTSample], *, max_length: int) -> float:
+def sft_loss(
+    model: Any, tokenizer: Any, samples: list[SFTSample], *, max_length: int,
+    system_prompt: str | None = None,
+) -> float:
     """Mean negative log-likelihood per completion token of the winners' answers.
 
     The same quantity SFT minimises (token-weighted over the whole set), computed
@@ -88,7 +100,7 @@ def sft_loss(model: Any, tokenizer: Any, samples: list[SFTSample], *, max_length
     model.eval()
     try:
         for sample in samples:
-            row = sft_example(sample)
+            row = sft_example(sample, system_prompt)
             logprob, n = completion_logprob(
                 model, tokenizer, row["prompt"], row["completion"], max_length
             )

@@ -28,6 +28,7 @@ import msgspec
 import structlog
 
 from arena_stream.config import ModelConfig, api_key
+from arena_stream.models.chat import served_messages
 from arena_stream.models.retry import CallFailed, with_retries
 
 log = structlog.get_logger(__name__)
@@ -145,9 +146,7 @@ def whole_checkpoint(path: str, adapter: bool | None) -> bool:
 
 
 def _with_system(spec: ModelConfig, messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    if spec.system_prompt and not (messages and messages[0]["role"] == "system"):
-        return [{"role": "system", "content": spec.system_prompt}, *messages]
-    return messages
+    return served_messages(spec.system_prompt, messages)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
