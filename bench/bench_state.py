@@ -18,6 +18,11 @@ through many windows; in production they are a week and an hour, and memory
 then levels off at (prompt rate x window) keys::
 
     python bench/bench_state.py --prompts 30000
+
+``--minutes`` stops publishing after a time budget (the prompts already
+published are still waited for); ``--report-from LOG`` rebuilds the report
+from the sample lines a run printed (its standard output), for a run that was
+stopped before its end: the report then says how far that run got.
 """
 
 from __future__ import annotations
@@ -163,6 +168,9 @@ async def run(args: argparse.Namespace) -> str:
                         next_sample = now + args.sample_every
                         print(json.dumps(sample), flush=True)
                     judged = samples[-1].get("judged", 0)
+                    if args.minutes and now - started > args.minutes * 60 \
+                            and published < args.prompts:
+                        args.prompts = published  # out of time: wait for what is published
                     if published >= args.prompts and judged >= args.prompts:
                         break
                     room = min(args.prompts - published, args.ahead - (published - judged))
@@ -187,7 +195,19 @@ async def run(args: argparse.Namespace) -> str:
     return render(args, samples)
 
 
-def render(args: argparse.Namespace, samples: list[dict[str, Any]]) -> str:
+def samples_from_log(path: Path) -> list[dict[str, Any]]:
+    """The sample lines (JSON objects with ``published``) a run printed, in order."""
+    out = []
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                sample = json.loads(line)
+                if "published" in sample and "tables" in sample:
+                    out.append(sample)
+    return out
+
+
+def render(args: argparse.Namespace, samples: list[dict[str, Any]], note: str = "") -> str:
     after = [s for s in samples if s.get("judged", 0) >= args.warmup and "rss_mib" in s]
     per_10k = slope([(s["judged"] / 10_000, s["rss_mib"]) for s in after])
     per_min = slope([(s["t"] / 60, s["rss_mib"]) for s in after])
@@ -203,6 +223,7 @@ def render(args: argparse.Namespace, samples: list[dict[str, Any]]) -> str:
         f"{platform.node() or 'this machine'} ({os.cpu_count()} cores), "
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.",
         "",
+        *([note, ""] if note else []),
         f"- {last.get('judged', 0)} prompts judged in {seconds / 60:.1f} min "
         f"({rate:.1f} prompts/s, one battle each); retention windows: dedup "
         f"{args.dedup_window:g} s, done {args.done_retention:g} s.",
@@ -226,6 +247,10 @@ def render(args: argparse.Namespace, samples: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt  # so that the worker, the stubs and the broker are stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=30_000)
@@ -235,9 +260,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dedup-window", type=float, default=60.0)
     parser.add_argument("--done-retention", type=float, default=30.0)
     parser.add_argument("--sample-every", type=float, default=15.0)
+    parser.add_argument("--minutes", type=float, default=0.0,
+                        help="stop publishing after this long (0: no limit)")
+    parser.add_argument("--report-from", type=Path, metavar="LOG",
+                        help="rebuild the report from a run's printed samples, run nothing")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "state.md")
     args = parser.parse_args(argv)
-    report = asyncio.run(run(args))
+    if args.report_from:
+        samples = samples_from_log(args.report_from)
+        if not samples:
+            parser.error(f"no samples in {args.report_from}")
+        last = samples[-1]
+        note = (f"Rebuilt from the samples of a run stopped after {last['published']} of "
+                f"{args.prompts} prompts were published ({last.get('judged', 0)} judged, "
+                f"{last['t'] / 60:.1f} min).")
+        report = render(args, samples, note)
+    else:
+        signal.signal(signal.SIGTERM, _interrupt)
+        report = asyncio.run(run(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     print(report)
