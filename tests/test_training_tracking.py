@@ -64,6 +64,28 @@ def test_integration_names_are_the_installed_transformers_own() -> None:
     assert arguments.integrations() == tuple(INTEGRATION_TO_CALLBACK)
 
 
+def test_the_trainer_checks_at_start_that_the_trackers_are_installed(tmp_path: Path) -> None:
+    import importlib.util
+
+    from arena_stream.cli.checks import environment_checks
+
+    def checks(report_to: str) -> list[Any]:
+        text = config_text(bootstrap="127.0.0.1:1", url="http://127.0.0.1:1/v1", prefix="x.",
+                           app_id="x", extra=f'report_to = {report_to}\n'
+                           f'model_dir = "{tmp_path}"\n').replace("enabled = false", "")
+        config = loads(text)
+        return [c for c in environment_checks(config, "trainer") if "tracking" in c.name]
+
+    (ok,) = checks('"tensorboard"')  # tensorboardX is a dev dependency
+    assert ok.ok and ok.name == "experiment tracking (tensorboard)"
+    if importlib.util.find_spec("wandb") is None:
+        (missing,) = checks('["tensorboard", "wandb"]')
+        assert not missing.ok
+        assert "'wandb', not installed where the trainer runs (pip install wandb)" \
+            in missing.detail
+    assert checks('"none"') == []
+
+
 # -- trl_args --------------------------------------------------------------------------------
 
 
@@ -180,6 +202,19 @@ def test_a_progress_line_becomes_a_typed_plain_json_event() -> None:
     assert _progress('{"event": "result", "path": "x"}') is None
     assert _progress('{"event": "log", "step": 3, "loss": 0.7') is None  # cut short
     assert _progress("Some library output") is None
+
+
+def test_follow_views_show_a_running_job_with_its_eta() -> None:
+    from arena_stream.cli.progress import Tracker
+    from arena_stream.config import default_config
+
+    tracker = Tracker(default_config())
+    progress = TrainingProgress(step=12, max_steps=40, loss=0.7123, tokens_per_second=812.4,
+                                elapsed_s=30.0, eta_s=65.0)
+    tracker.feed("jobs", encode(JobStatus(job_id="job-3", state="progress", progress=progress)))
+    assert tracker.job_line("job-3") == "job-3:progress step 12/40 loss 0.712 812 tok/s ETA 1m05s"
+    tracker.feed("jobs", encode(JobStatus(job_id="job-3", state="finished", version=2)))
+    assert tracker.job_line("job-3") == "job-3:finished"
 
 
 # -- slow: a real job ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import structlog
 
 from arena_stream import trainers
 from arena_stream.arena.kinds import UnknownKind, hyperparameter_problems, kind
-from arena_stream.config import Config, ConfigError
+from arena_stream.config import Config
 from arena_stream.kafka.io import (
     consumer,
     ensure_ready,
@@ -100,9 +100,6 @@ class TrainerService:
         base = check_base_checkpoint(self.config)
         if base is not None:
             require([base])
-        tracking_problem = tracking_problems(self.config)
-        if tracking_problem:
-            raise ConfigError(tracking_problem)
         await ensure_ready(self.config, timeout=None)
         await self.load_history()
         stop = stop or asyncio.Event()
@@ -288,8 +285,10 @@ class TrainerService:
 def tracking_problems(config: Config) -> str | None:
     """Why ``[training] report_to`` cannot work on this machine (a tracker not installed).
 
-    Checked when the trainer starts, where the jobs will run, rather than at
-    config load: a worker without the training stack loads the same file.
+    Checked when the trainer starts (``arena-stream trainer`` / ``run`` / ``check``,
+    :func:`arena_stream.cli.checks.tracking_check`), where the jobs will run,
+    rather than at config load: a worker without the training stack loads the
+    same file.
     """
     report_to = config.training.report_to
     if report_to == "none":
@@ -304,8 +303,7 @@ def tracking_problems(config: Config) -> str | None:
 
 
 # report_to names whose package is named otherwise
-_PACKAGES = {"tensorboard": "tensorboard", "azure_ml": "azureml-core", "comet_ml": "comet-ml",
-             "neptune": "neptune"}
+_PACKAGES = {"tensorboard": "tensorboardX", "azure_ml": "azureml-core", "comet_ml": "comet-ml"}
 
 
 def child_env() -> dict[str, str]:
