@@ -217,6 +217,55 @@ def test_follow_views_show_a_running_job_with_its_eta() -> None:
     assert tracker.job_line("job-3") == "job-3:finished"
 
 
+FAKE_TRAINER = """#!/bin/sh
+# Stands in for `python -m arena_stream.trainers`: prints what a job prints, writes a result.
+while [ $# -gt 0 ]; do
+  case "$1" in --result) result="$2"; shift;; --out) out="$2"; shift;; esac
+  shift
+done
+mkdir -p "$out"
+echo '{"event": "log", "step": 1, "max_steps": 2, "loss": 0.9, "elapsed_s": 1.5,'\
+' "eta_s": 1.5, "tokens_per_second": 120.0, "grad_norm": 2.0}'
+echo 'a library writes here too'
+echo '{"event": "log", "step": 2, "max_steps": 2, "loss": 0.5, "elapsed_s": 3.0, "eta_s": 0.0}'
+printf '{"path": "%s", "adapter": true, "metrics": {"steps": 2.0}}' "$out" > "$result"
+"""
+
+
+async def test_the_trainer_service_publishes_progress_on_the_jobs_topic(
+    make_config, stub, tmp_path: Path,
+) -> None:
+    """Through a real broker: the job's progress lines become typed progress events."""
+    from arena_stream.kafka.io import producer, read_all, topic_name
+    from arena_stream.schemas import Message, SFTSample, TrainingJob
+    from arena_stream.streams.worker import prepare
+    from arena_stream.trainers.service import TrainerService
+    from tests.test_flywheel import training_config
+
+    config = training_config(make_config, stub.base_url, tmp_path)
+    await prepare(config)
+    sample = SFTSample(id="s1", battle_id="b1", prompt_id="p", winner="c", loser="t",
+                       margin=4.0, messages=[Message("user", "q"), Message("assistant", "a")])
+    async with producer(config) as p:
+        await p.send_and_wait(topic_name(config, "sft"), encode(sample), key=b"p")
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_TRAINER)
+    fake.chmod(0o755)
+    service = TrainerService(config, python=str(fake))
+    job = TrainingJob(id="job-0001-sft", kind="sft", base_model="target", base_version=0,
+                      sample_ids=["s1"], topic="x", offsets={"0": [0, 0]})
+    version = await service.run(job)
+    assert version is not None and version.version == 1
+    statuses = [s for r in await read_all(config, "jobs")
+                if isinstance(s := decode_jobs_record(r.value), JobStatus)]
+    assert [s.state for s in statuses] == ["started", "progress", "progress", "finished"]
+    first, last = statuses[1], statuses[2]
+    assert first.progress == TrainingProgress(step=1, max_steps=2, loss=0.9, elapsed_s=1.5,
+                                              eta_s=1.5, tokens_per_second=120.0)
+    assert first.metrics["grad_norm"] == 2.0 and first.kind == "sft"
+    assert last.progress is not None and last.progress.eta_s == 0.0
+
+
 # -- slow: a real job ------------------------------------------------------------------------
 
 
