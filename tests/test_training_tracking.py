@@ -89,6 +89,18 @@ def test_the_trainer_checks_at_start_that_the_trackers_are_installed(tmp_path: P
 # -- trl_args --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["SFTConfig", "DPOConfig"])
+def test_trl_argument_names_read_from_source_are_the_classes_own(name: str) -> None:
+    """Read without importing TRL (seconds of torch at every config load); the same set."""
+    import dataclasses
+
+    import trl
+
+    real = {f.name for f in dataclasses.fields(getattr(trl, name)) if f.init}
+    assert arguments._source_fields("trl", name) == real
+    assert arguments.trl_fields(f"trl:{name}") == real
+
+
 def test_trl_args_accepts_real_arguments_and_overridable_defaults() -> None:
     training = load_training('[training.trl_args]\nwarmup_steps = 3\nmax_grad_norm = 0.5\n'
                              'lr_scheduler_type = "cosine"\n'

@@ -33,6 +33,7 @@ import difflib
 import functools
 import importlib.util
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 # Arguments arena-stream sets itself, and why a user may not pass them through.
@@ -77,15 +78,10 @@ def integrations() -> tuple[str, ...] | None:
     (its ``INTEGRATION_TO_CALLBACK`` table) rather than imported: importing it
     loads torch, seconds that every command loading a config would pay.
     """
-    try:
-        spec = importlib.util.find_spec("transformers.integrations.integration_utils")
-    except (ImportError, ValueError):
+    path = module_file("transformers.integrations.integration_utils")
+    if path is None:
         return None
-    if spec is None or spec.origin is None:
-        return None
-    with open(spec.origin, encoding="utf-8") as handle:
-        tree = ast.parse(handle.read())
-    for node in tree.body:
+    for node in _parse(path).body:
         if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
                 and any(isinstance(t, ast.Name) and t.id == "INTEGRATION_TO_CALLBACK"
                         for t in node.targets)):
@@ -95,6 +91,92 @@ def integrations() -> tuple[str, ...] | None:
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
     return tuple(INTEGRATION_TO_CALLBACK)
+
+
+# -- reading installed source without importing it -----------------------------------------
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of ``module``, found without importing it (or its packages)."""
+    top, *rest = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return Path(spec.origin) if spec and spec.origin and not rest else None
+    base = Path(next(iter(spec.submodule_search_locations)))
+    for candidate in (base.joinpath(*rest).with_suffix(".py") if rest else None,
+                      base.joinpath(*rest, "__init__.py")):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+@functools.cache
+def _parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _absolute(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    """The absolute module an ``from X import ...`` inside ``module`` names."""
+    if not node.level:
+        return node.module or ""
+    parts = module.split(".")
+    anchor = parts if is_package else parts[:-1]
+    anchor = anchor[: len(anchor) - (node.level - 1)]
+    return ".".join([*anchor, *([node.module] if node.module else [])])
+
+
+def _find_class(module: str, name: str, depth: int = 0) -> tuple[str, ast.ClassDef] | None:
+    """Where class ``name`` of ``module`` is defined, following re-exports (lazy ones too)."""
+    path = module_file(module)
+    if path is None or depth > 8:
+        return None
+    tree = _parse(path)
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return module, node
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(tree):  # re-exports, including those under `if TYPE_CHECKING:`
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    found = _find_class(_absolute(module, is_package, node), alias.name,
+                                        depth + 1)
+                    if found is not None:
+                        return found
+    return None
+
+
+def _source_fields(module: str, name: str) -> frozenset[str] | None:
+    """The init arguments of dataclass ``module.name`` and its bases, read from source."""
+    found = _find_class(module, name)
+    if found is None:
+        return None
+    where, node = found
+    fields: set[str] = set()
+    for base in node.bases:
+        if not isinstance(base, ast.Name):
+            return None
+        inherited = _source_fields(where, base.id)
+        if inherited is None:
+            return None
+        fields |= inherited
+    for item in node.body:
+        if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
+            continue
+        if "ClassVar" in ast.unparse(item.annotation) or "InitVar" in ast.unparse(item.annotation):
+            continue
+        call = item.value
+        no_init = (isinstance(call, ast.Call) and any(
+            k.arg == "init" and isinstance(k.value, ast.Constant) and k.value.value is False
+            for k in call.keywords))
+        if no_init:
+            fields.discard(item.target.id)
+        else:
+            fields.add(item.target.id)
+    return frozenset(fields)
 
 
 def report_to_names(report_to: str | list[str]) -> list[str]:
@@ -141,13 +223,18 @@ def missing_integrations(report_to: str | list[str]) -> list[str]:
 
 @functools.cache
 def trl_fields(config_class: str) -> frozenset[str] | None:
-    """The arguments of a TRL config class (``"trl:SFTConfig"``); ``None`` without TRL."""
+    """The arguments of a TRL config class (``"trl:SFTConfig"``); ``None`` without TRL.
+
+    Read from the installed source (the class, its bases, re-exports followed),
+    so checking a config does not import TRL, transformers and torch; where the
+    source cannot be followed, the class is imported and asked.
+    """
     module, _, name = config_class.partition(":")
-    try:
-        if importlib.util.find_spec(module.split(".")[0]) is None:
-            return None
-    except (ImportError, ValueError):
+    if module_file(module) is None:
         return None
+    fields = _source_fields(module, name)
+    if fields:
+        return fields
     cls = getattr(importlib.import_module(module), name)
     return frozenset(f.name for f in dataclasses.fields(cls) if f.init)
 
