@@ -9,7 +9,9 @@ comes with transformers; without it there are no bars, and nothing else changes)
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import IO, Any, Protocol
 
 _forced: bool | None = None  # None: bars when stderr is a terminal
@@ -27,6 +29,19 @@ def set_enabled(enabled: bool | None) -> None:
     """Force bars on or off for this process; ``None`` restores the terminal test."""
     global _forced
     _forced = enabled
+
+
+@contextlib.contextmanager
+def disabled_if(condition: bool) -> Iterator[None]:
+    """No bars inside the block when ``condition`` holds; the earlier setting after it."""
+    global _forced
+    before = _forced
+    if condition:
+        _forced = False
+    try:
+        yield
+    finally:
+        _forced = before
 
 
 def enabled(stream: IO[str] | None = None) -> bool:

@@ -97,3 +97,26 @@ def test_eval_asks_again_when_a_player_setting_changes(stub, tmp_path: Path, cap
         assert sum(b.get("model") == "c" for b in again) == 0, extra
     hotter = run("temperature = 0.7\n")
     assert hotter == []  # that setting's answers are cached now too
+
+
+def test_eval_progress_bars_go_to_stderr_never_into_json(stub, tmp_path: Path, capsys) -> None:
+    from arena_stream import progress_bars
+
+    testset = tmp_path / "testset.jsonl"
+    testset.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n"
+                               for i in range(3)))
+    text = config_text(bootstrap="127.0.0.1:1", url=stub.base_url, prefix="e.", app_id="eval",
+                       players=players(stub.base_url, ["target", "comp"]))
+    path = tmp_path / "c.toml"
+    path.write_bytes(msgspec.toml.encode(loads(text)))
+    args = ["eval", "--testset", str(testset), "--out", str(tmp_path / "b.jsonl"),
+            "--cache-dir", "", "--config", str(path), "--json"]
+    progress_bars.set_enabled(True)  # as on a terminal
+    try:
+        assert cli(args) == 0
+    finally:
+        progress_bars.set_enabled(None)
+    captured = capsys.readouterr()
+    assert "answers" in captured.err and "6/6" in captured.err  # 3 prompts x 2 players
+    assert "battles" in captured.err and "3/3" in captured.err
+    assert {r["model"] for r in json.loads(captured.out)} == {"comp", "target@v0"}

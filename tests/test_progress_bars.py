@@ -32,6 +32,16 @@ def test_a_bar_draws_on_a_terminal_and_nowhere_else() -> None:
     assert empty.getvalue() == ""
 
 
+def test_log_json_turns_bars_off_for_its_command_only() -> None:
+    tty = Terminal()
+    with progress_bars.disabled_if(True), progress_bar(3, "x", file=tty) as bar:
+        bar.advance(3)
+    assert tty.getvalue() == ""
+    with progress_bar(3, "x", file=tty) as bar:  # the next command draws again
+        bar.advance(3)
+    assert "3/3" in tty.getvalue()
+
+
 def test_bars_can_be_forced_off() -> None:
     progress_bars.set_enabled(False)
     try:
