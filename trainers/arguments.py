@@ -20,9 +20,13 @@ project relies on (say ``output_dir``: the version directory, or
 ``save_strategy``: a job writes one version, no checkpoints). A few of the
 project's choices are only defaults and may be overridden (:data:`OVERRIDABLE`).
 
-The check needs TRL's classes; where TRL is not installed (a worker image
-without the training stack) the names cannot be checked and are left to the
-trainer, which loads the same config with TRL at hand.
+The names are read from the installed TRL and transformers source (the
+classes, their bases, re-exports followed: :func:`trl_fields`) rather than
+imported, because importing TRL loads torch and transformers, tens of seconds
+on a busy machine, on every command that loads the config. Where TRL is not
+installed (a worker image without the training stack) the names cannot be
+checked and are left to the trainer, which loads the same config with TRL at
+hand. Values are TRL's to check, when a job builds its config.
 """
 
 from __future__ import annotations
@@ -57,14 +61,14 @@ OWNED: dict[str, str] = {
     "remove_unused_columns": "the datasets are built for TRL by arena-stream",
     "completion_only_loss": "SFT learns the winner's answer only (see trainers/sft.py)",
     "packing": "SFT samples are trained one per sequence (see trainers/sft.py)",
-    "loss_type": "DPO uses the sigmoid loss its reference model is set up for",
+    "loss_type": "the losses are arena-stream's: SFT's on the winner's answer, DPO's sigmoid",
     "logging_first_step": "progress is reported from the first step",
 }
 
 # arena-stream's choices that are only defaults: trl_args may change them.
 OVERRIDABLE = frozenset({
     "lr_scheduler_type", "warmup_steps", "gradient_checkpointing", "logging_steps",
-    "bf16", "fp16", "dataloader_num_workers", "dataloader_pin_memory",
+    "bf16", "fp16", "dataloader_num_workers", "dataloader_pin_memory", "run_name",
 })
 
 REPORT_SPECIAL = ("none", "all")
