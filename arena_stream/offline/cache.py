@@ -255,7 +255,7 @@ def _refuse_foreign(path: Path) -> None:
         return
     with open(path, "rb") as handle:
         head = handle.read(len(SQLITE_MAGIC))
-    if head == SQLITE_MAGIC[: len(head)] and len(head) == len(SQLITE_MAGIC):
+    if head == SQLITE_MAGIC:
         return
     if head.lstrip()[:1] in (b"{", b"["):
         raise CacheFileError(
