@@ -216,6 +216,19 @@ class TrainingConfig(_Section):
     max_length: Annotated[int, msgspec.Meta(ge=16)] = 512
     dpo_beta: Positive = 0.1
     seed: Count = 0
+    # Experiment tracking, as TRL takes it: "none", "all", an integration ("tensorboard",
+    # "wandb", "mlflow", "comet_ml", ...) or a list of them. Each run is named after its job;
+    # TensorBoard writes under the version's directory (runs/) unless
+    # TENSORBOARD_LOGGING_DIR says otherwise; W&B / MLflow read their usual variables.
+    report_to: str | list[str] = "none"
+    # Other SFTConfig / DPOConfig arguments, passed through to every job (checked at load:
+    # an unknown name, or one arena-stream sets itself, is an error).
+    trl_args: dict[str, Any] = {}
+    # Arguments for one kind's jobs only: [training.trl_kind_args.dpo] label_smoothing = 0.1
+    trl_kind_args: dict[str, dict[str, Any]] = {}
+    # A running job publishes its progress (step, loss, tokens/s, ETA) on the jobs topic at
+    # most this often; its first and last steps always.
+    progress_every_s: NonNegative = 10.0
 
 
 class StateConfig(_Section):
@@ -337,6 +350,12 @@ def _problems(config: Config) -> list[str]:
     if training.max_steps == 0:
         problems.append("training.max_steps = 0 is out of range: must be -1 (run `epochs`) "
                         "or >= 1")
+    if training.report_to != "none" or training.trl_args or training.trl_kind_args:
+        from arena_stream.trainers.arguments import report_to_problems, trl_arg_problems
+
+        problems += report_to_problems(training.report_to)
+        problems += trl_arg_problems(training.trl_args, training.trl_kind_args,
+                                     training.schedule)
     broker = config.broker
     if broker.security_protocol.startswith("SASL") and not broker.sasl_mechanism:
         problems.append(f"broker: security_protocol = {broker.security_protocol!r} needs "
@@ -513,7 +532,8 @@ def _non_finite(root: Any) -> list[str]:
             found.append(f"{_where(steps, root)} = {node!r} must be a finite number")
         elif isinstance(node, dict):
             for key, value in node.items():
-                if key != "extra_body":  # passed through to servers as is
+                # passed through to servers / TRL as is
+                if key not in ("extra_body", "trl_args", "trl_kind_args"):
                     walk(value, [*steps, key])
         elif isinstance(node, list):
             for i, value in enumerate(node):

@@ -23,6 +23,7 @@ from arena_stream.schemas.events import (
     RatingUpdate,
     SFTSample,
     TrainingJob,
+    TrainingProgress,
     decode_jobs_record,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "RatingUpdate",
     "SFTSample",
     "TrainingJob",
+    "TrainingProgress",
     "decode",
     "decode_jobs_record",
     "decoder",

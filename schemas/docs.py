@@ -19,6 +19,7 @@ from arena_stream.schemas.events import (
     Game,
     Message,
     PromptIn,
+    TrainingProgress,
 )
 
 HEADER = """\
@@ -75,7 +76,8 @@ def render() -> str:
         '[{"role": "user", "content": "..."}]}`, optional `category` and '
         "`metadata`; publish it with the id as the Kafka key.\n\n"
     )
-    for cls in (PromptIn, Message, Game, CheckResult, CheckReport, *EVENT_TYPES.values()):
+    for cls in (PromptIn, Message, Game, CheckResult, CheckReport, TrainingProgress,
+                *EVENT_TYPES.values()):
         name = cls.__name__
         kinds = [k for k, v in EVENT_TYPES.items() if v is cls]
         title = f"## `{name}`" + (f" (`{kinds[0]}`)" if kinds else "")

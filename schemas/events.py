@@ -277,6 +277,26 @@ class TrainingJob(Event, kw_only=True):
     attempt: int = 1
 
 
+class TrainingProgress(msgspec.Struct, kw_only=True):
+    """Where a running training job is, carried by a ``progress`` :class:`JobStatus`.
+
+    Sent on a job's first and last logging steps and otherwise at most every
+    ``[training] progress_every_s`` seconds. Speeds and the ETA are measured
+    from the start of training; the ETA is the mean time per step so far times
+    the steps left. ``null`` where the trainer does not know (no step count yet,
+    a trainer that does not count tokens).
+    """
+
+    step: int
+    max_steps: int = 0  # the job's total optimizer steps (0: unknown)
+    epoch: float | None = None
+    loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = None
+    elapsed_s: float = 0.0  # since training started (model loading not included)
+    eta_s: float | None = None  # seconds of training left, estimated
+
+
 class JobStatus(Event, kw_only=True):
     """Progress or the end of a training job, published on ``arena.train.jobs``."""
 
@@ -285,8 +305,10 @@ class JobStatus(Event, kw_only=True):
     state: Literal["started", "progress", "finished", "failed", "tick"]
     kind: str = ""
     message: str = ""
+    # progress: every number the trainer logged at that step (loss, grad_norm, rewards/...)
     metrics: dict[str, float] = {}
     version: int | None = None  # the version a finished job published
+    progress: TrainingProgress | None = None  # state "progress": step, loss, speed, ETA
 
 
 class ModelVersion(Event, kw_only=True):

@@ -61,3 +61,62 @@ def test_eval_judges_all_pairs_and_reuses_its_cache(stub, tmp_path: Path, capsys
     assert cli(["leaderboard", "--battles", str(out), "--json", "--bootstrap", "10"]) == 0
     assert {r["model"] for r in json.loads(capsys.readouterr().out)} == {"comp", "mid",
                                                                          "target@v0"}
+
+
+def test_eval_asks_again_when_a_player_setting_changes(stub, tmp_path: Path, capsys) -> None:
+    """The cache keys answers on the model's settings: a new temperature, system prompt or
+    model is asked again; the other players' answers and the judge's verdicts on unchanged
+    answers are reused. Both offline commands share this one SQLite cache."""
+    testset = tmp_path / "testset.jsonl"
+    testset.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n"
+                               for i in range(3)))
+    cache = tmp_path / "cache"
+    (cache).mkdir()
+    (cache / "answers.jsonl").write_text('{"key": "target@v0\\u001fq0", "value": "stale"}\n')
+
+    def run(extra: str) -> list[dict]:
+        text = config_text(bootstrap="127.0.0.1:1", url=stub.base_url, prefix="e.",
+                           app_id="eval", players=players(stub.base_url, ["target", "comp"]))
+        text = text.replace('model = "t"\n', f'model = "t"\n{extra}', 1)
+        path = tmp_path / "c.toml"
+        path.write_bytes(msgspec.toml.encode(loads(text)))
+        before = len(stub.requests)
+        assert cli(["eval", "--testset", str(testset), "--out", str(tmp_path / "b.jsonl"),
+                    "--cache-dir", str(cache), "--config", str(path), "--json"]) == 0
+        capsys.readouterr()
+        return [body for _, body, _ in stub.requests[before:]]
+
+    first = run("")
+    assert sum(b.get("model") == "t" for b in first) == 3  # the old JSONL cache is not read
+    assert (cache / "cache.sqlite").is_file()
+    assert run("") == []  # nothing changed: everything from the cache
+    for extra in ("temperature = 0.7\n", "system_prompt = \"Be brief.\"\n", "seed = 5\n",
+                  "max_tokens = 33\n"):
+        again = run(extra)
+        assert sum(b.get("model") == "t" for b in again) == 3, extra
+        assert sum(b.get("model") == "c" for b in again) == 0, extra
+    hotter = run("temperature = 0.7\n")
+    assert hotter == []  # that setting's answers are cached now too
+
+
+def test_eval_progress_bars_go_to_stderr_never_into_json(stub, tmp_path: Path, capsys) -> None:
+    from arena_stream import progress_bars
+
+    testset = tmp_path / "testset.jsonl"
+    testset.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n"
+                               for i in range(3)))
+    text = config_text(bootstrap="127.0.0.1:1", url=stub.base_url, prefix="e.", app_id="eval",
+                       players=players(stub.base_url, ["target", "comp"]))
+    path = tmp_path / "c.toml"
+    path.write_bytes(msgspec.toml.encode(loads(text)))
+    args = ["eval", "--testset", str(testset), "--out", str(tmp_path / "b.jsonl"),
+            "--cache-dir", "", "--config", str(path), "--json"]
+    progress_bars.set_enabled(True)  # as on a terminal
+    try:
+        assert cli(args) == 0
+    finally:
+        progress_bars.set_enabled(None)
+    captured = capsys.readouterr()
+    assert "answers" in captured.err and "6/6" in captured.err  # 3 prompts x 2 players
+    assert "battles" in captured.err and "3/3" in captured.err
+    assert {r["model"] for r in json.loads(captured.out)} == {"comp", "target@v0"}

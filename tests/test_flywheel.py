@@ -98,6 +98,9 @@ async def test_trained_version_is_published_hot_swapped_and_plays(make_config, t
         statuses = [s for s in map(decode_jobs_record, [r.value for r in
                     await _records(config, "jobs")]) if isinstance(s, JobStatus)]
         assert [s.state for s in statuses if s.state != "progress"] == ["started", "finished"]
+        progress = [s.progress for s in statuses if s.state == "progress"]
+        assert progress and all(p is not None and p.step >= 1 for p in progress)
+        assert progress[-1].eta_s == 0.0 and progress[-1].step == progress[-1].max_steps
         assert statuses[-1].metrics["steps"] >= 1
         models = await events(config, "models", ModelVersion)
         assert [(m.name, m.version, m.job_id) for m in models] == [("target", 1, job.id)]

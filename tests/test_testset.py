@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from arena_stream.cli.commands import testset as command
+from arena_stream.config import JudgeConfig
 from arena_stream.judges import difficulty
 from arena_stream.models.retry import CallFailed
 from arena_stream.offline import testset
+from arena_stream.offline.cache import OfflineCache, model_fingerprint
 from tests.openai_stub import OpenAIStub, Reply, completion
 
 COOKING = ["chicken thighs", "salmon fillets", "sweet potatoes", "pork shoulder",
@@ -147,13 +151,20 @@ def read(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def cached_ratings(path: Path) -> list[dict[str, Any]]:
+    """The ratings in an offline cache file, read with sqlite3 itself."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT value FROM entries WHERE namespace = 'difficulty'")
+        return [json.loads(value) for (value,) in rows]
+
+
 def test_build_diverse_hard_cache_and_reproducibility(
     tmp_path: Path, prompt_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     judge = Judge()
     with OpenAIStub(judge) as stub:
         config = _config(tmp_path, stub.base_url)
-        cache = tmp_path / "ratings.jsonl"
+        cache = tmp_path / "ratings.sqlite"
         assert build(prompt_file, tmp_path / "a.jsonl", config, cache) == 0
         err = capsys.readouterr().err
         assert ":11: skipped" in err and ":21: skipped" in err
@@ -189,7 +200,7 @@ def test_build_diverse_hard_cache_and_reproducibility(
 
         # unreadable answers: asked 3 times, then cached as unrated
         assert all(judge.rated[pid] == difficulty.RATING_ATTEMPTS for pid in UNRATEABLE)
-        entries = read(cache)
+        entries = cached_ratings(cache)
         unrated = {e["id"] for e in entries if e["difficulty"] is None}
         assert unrated == UNRATEABLE
 
@@ -202,22 +213,29 @@ def test_build_diverse_hard_cache_and_reproducibility(
         assert summary["ratings"]["asked"] == 0 and summary["ratings"]["cached"] == 80
 
         # same seed from scratch (fresh cache): same test set
-        assert build(prompt_file, tmp_path / "c.jsonl", config, tmp_path / "fresh.jsonl") == 0
+        assert build(prompt_file, tmp_path / "c.jsonl", config, tmp_path / "fresh.sqlite") == 0
         assert (tmp_path / "c.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes()
 
 
-def test_edited_prompt_is_rated_again(tmp_path: Path) -> None:
+def test_edited_prompt_or_changed_judge_is_rated_again(tmp_path: Path) -> None:
     record = testset.PromptRecord("p1", 1, {"id": "p1", "prompt": "hi"}, "", "hi", "d1")
     edited = testset.PromptRecord("p1", 1, {"id": "p1", "prompt": "hey"}, "", "hey", "d2")
-    cache = testset.RatingCache(tmp_path / "c.jsonl", difficulty.rater_name("judge"))
-    cache.put(testset.Rating("p1", "d1", cache.rater, 4.0, "Difficulty: 4", 1))
-    reloaded = testset.RatingCache(tmp_path / "c.jsonl", difficulty.rater_name("judge"))
-    assert reloaded.get(record) is not None and reloaded.get(edited) is None
-    other_judge = testset.RatingCache(tmp_path / "c.jsonl", difficulty.rater_name("other"))
-    assert other_judge.get(record) is None
-    with open(tmp_path / "c.jsonl", "a", encoding="utf-8") as handle:
-        handle.write('{"id": "p2", "dig')  # a torn line from a crash is skipped
-    assert testset.RatingCache(tmp_path / "c.jsonl", cache.rater).get(record) is not None
+    judge = JudgeConfig(backend="openai", base_url="http://j/v1", model="judge")
+    settings = model_fingerprint(judge)
+    rater = difficulty.rater_name("judge")
+    with OfflineCache(tmp_path / "c.sqlite") as store:
+        cache = testset.RatingCache(store, rater, settings)
+        cache.put(testset.Rating("p1", "d1", cache.rater, 4.0, "Difficulty: 4", 1))
+    with OfflineCache(tmp_path / "c.sqlite") as store:
+        reloaded = testset.RatingCache(store, rater, settings)
+        assert reloaded.get(record) is not None and reloaded.get(edited) is None
+        assert reloaded.get(record).difficulty == 4.0  # type: ignore[union-attr]
+        other_judge = testset.RatingCache(store, difficulty.rater_name("other"), settings)
+        assert other_judge.get(record) is None
+        hotter = model_fingerprint(msgspec.structs.replace(judge, temperature=1.0))
+        assert testset.RatingCache(store, rater, hotter).get(record) is None
+        elsewhere = model_fingerprint(msgspec.structs.replace(judge, base_url="http://k/v1"))
+        assert testset.RatingCache(store, rater, elsewhere).get(record) is None
 
 
 class FailingClient:
@@ -239,12 +257,13 @@ async def test_failed_calls_are_not_cached(tmp_path: Path) -> None:
         testset.PromptRecord("ok", 1, {"id": "ok", "prompt": "fine"}, "", "fine", "a"),
         testset.PromptRecord("bad", 2, {"id": "bad", "prompt": "broken"}, "", "broken", "b"),
     ]
-    cache = testset.RatingCache(tmp_path / "c.jsonl", "judge|v")
-    rater = difficulty.ParsedDifficulty(FailingClient(), model="judge")
-    ratings, stats = await testset.rate_prompts(records, rater, cache)
+    with OfflineCache(tmp_path / "c.sqlite") as store:
+        cache = testset.RatingCache(store, "judge|v")
+        rater = difficulty.ParsedDifficulty(FailingClient(), model="judge")
+        ratings, stats = await testset.rate_prompts(records, rater, cache)
     assert ratings["ok"].difficulty == 9.0 and "bad" not in ratings
     assert (stats.asked, stats.failed) == (1, 1)
-    assert [e["id"] for e in read(tmp_path / "c.jsonl")] == ["ok"]
+    assert [e["id"] for e in cached_ratings(tmp_path / "c.sqlite")] == ["ok"]
 
 
 @pytest.mark.parametrize(("reply", "score"), [
@@ -315,7 +334,6 @@ class DigitScorer:
 
 
 async def test_logprob_rater_reads_the_expected_difficulty(tmp_path: Path) -> None:
-    from arena_stream.config import JudgeConfig
 
     scorer = DigitScorer()
     rater = difficulty.build_difficulty_rater(JudgeConfig(model="m"), client=scorer)
@@ -368,9 +386,9 @@ def test_rating_template_is_configurable(tmp_path: Path, prompt_file: Path) -> N
     with OpenAIStub(handler) as stub:
         config = _config(tmp_path, stub.base_url)
         config.write_text(config.read_text() + f'difficulty_template = "{template}"\n')
-        assert build(prompt_file, tmp_path / "t.jsonl", config, tmp_path / "c.jsonl") == 0
+        assert build(prompt_file, tmp_path / "t.jsonl", config, tmp_path / "c.sqlite") == 0
     assert seen and all(s.startswith("RATE THIS") for s in seen)
-    rater = read(tmp_path / "c.jsonl")[0]["rater"]
+    rater = cached_ratings(tmp_path / "c.sqlite")[0]["rater"]
     assert rater.startswith("judge|d-") and rater != difficulty.rater_name("judge")
 
     template.write_text("{conversation} {unknown}")
@@ -386,7 +404,7 @@ def test_a_judge_that_never_rates_fails_the_build_with_the_reason(
     def handler(path: str, body: dict[str, Any]) -> Reply:
         return Reply(body=completion("Here is a Python script that scrolls an LED screen..."))
 
-    out, cache = tmp_path / "t.jsonl", tmp_path / "c.jsonl"
+    out, cache = tmp_path / "t.jsonl", tmp_path / "c.sqlite"
     with OpenAIStub(handler) as stub:
         config = _config(tmp_path, stub.base_url)
         assert build(prompt_file, out, config, cache) == 1
@@ -449,7 +467,7 @@ def test_bundled_model_rates_every_prompt(tmp_path: Path, capsys: pytest.Capture
         hard = [i for i in items if i["subset"] == "hard"]
         assert len(hard) == 10 and all(0.0 <= i["difficulty"] <= 10.0 for i in hard)
         assert all(isinstance(i["cluster"], int) for i in items)
-        cached = read(Path(f"{out}.ratings.jsonl"))
+        cached = cached_ratings(Path(f"{out}.cache.sqlite"))
         assert all(c["rater"] == "smollm2|difficulty-v1|logprobs" for c in cached)
         assert min(i["difficulty"] for i in hard) >= max(
             c["difficulty"] for c in cached if c["id"] not in {i["id"] for i in hard})

@@ -7,11 +7,12 @@ system when the job ends. And on a multi-GPU box the same command runs under
 only the main process writes the result file and prints progress.
 
 Progress goes to stdout as one JSON object per line,
-``{"event": "log", "step": 3, "loss": 0.71, ...}``, and a last
-``{"event": "result", ...}`` line; everything else (library logging) goes to
-stderr. Exit status: 0 done, 3 a job kind with no registry entry
-(:mod:`arena_stream.arena.kinds`), anything else a failure
-(with its traceback on stderr).
+``{"event": "log", "step": 3, "max_steps": 8, "loss": 0.71, "tokens_per_second": 410.2,
+"eta_s": 12.5, ...}`` (the first and last steps, and at most one every
+``[training] progress_every_s`` between), and a last ``{"event": "result", ...}``
+line; everything else (library logging) goes to stderr. Exit status: 0 done, 3 a
+job kind with no registry entry (:mod:`arena_stream.arena.kinds`), anything else a
+failure (with its traceback on stderr).
 """
 
 from __future__ import annotations

@@ -83,9 +83,11 @@ def use_bf16() -> bool:
 def common_args(cfg: TrainingConfig, out_dir: Path) -> dict[str, Any]:
     """Keyword arguments that SFTConfig and DPOConfig take alike.
 
-    Nothing is saved or reported during training (``save_strategy="no"``,
-    ``report_to="none"``): the job's only output is the final version, written
-    by :func:`train_and_save`, and progress goes to the caller through callbacks.
+    Nothing is saved during training (``save_strategy="no"``): the job's only
+    output is the final version, written by :func:`train_and_save`; progress
+    goes to the caller through callbacks, and to the experiment trackers named
+    by ``[training] report_to`` (TRL's own callbacks), each run named after
+    its job (the version directory's name).
     """
     import torch
 
@@ -114,7 +116,8 @@ def common_args(cfg: TrainingConfig, out_dir: Path) -> dict[str, Any]:
         "logging_first_step": True,
         "save_strategy": "no",
         "eval_strategy": "no",
-        "report_to": "none",
+        "report_to": cfg.report_to,
+        "run_name": out_dir.name,
         "push_to_hub": False,
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
@@ -200,19 +203,38 @@ def align_end_of_turn(tokenizer: Any, model: Any) -> None:
 
 
 class ProgressCallback:
-    """Collects the training loss at each logging step and forwards each log to ``on_log``.
+    """Training progress from the trainer's logs: every loss kept, progress reports throttled.
+
+    Each logging step's loss is kept (the result's ``losses``); a progress
+    report (a dict of :class:`~arena_stream.schemas.events.TrainingProgress`
+    fields plus the step's other numeric logs) goes to ``on_log`` on the
+    first step, the last one, and otherwise at most every ``every_s`` seconds,
+    so a fast job on a GPU does not flood the jobs topic. Speed and ETA are
+    measured from the start of training: ``tokens_per_second`` from TRL's
+    running ``num_tokens``, the ETA from the mean time per step so far.
 
     Built lazily as a :class:`transformers.TrainerCallback` subclass (see
-    :func:`progress_callback`) so importing this module stays cheap. Only the
-    main process forwards, so a multi-GPU run publishes progress once.
+    :func:`progress_callback`) so importing this module stays cheap; it is
+    driven through :meth:`begin` and :meth:`handle`, which a test can call
+    with a fake trainer state. Only the main process reports.
     """
 
-    def __init__(self, on_log: LogSink | None) -> None:
+    def __init__(self, on_log: LogSink | None, *, every_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.on_log = on_log
+        self.every_s = every_s
+        self.clock = clock
         self.losses: list[float] = []
         self.last: dict[str, float] = {}
+        self.started: float | None = None
+        self.sent_at: float | None = None
+        self.sent: list[dict[str, Any]] = []  # the reports made, for the caller and tests
 
-    def handle(self, logs: dict[str, Any], step: int, is_main: bool) -> None:
+    def begin(self) -> None:
+        self.started = self.clock()
+
+    def handle(self, logs: dict[str, Any], step: int, is_main: bool, *,
+               max_steps: int = 0, epoch: float | None = None) -> None:
         if "loss" not in logs:  # the end-of-training summary, reported in the result instead
             return
         entry: dict[str, Any] = {"step": step}
@@ -221,8 +243,25 @@ class ProgressCallback:
                 entry[key] = float(value)
         self.losses.append(float(logs["loss"]))
         self.last = entry
-        if is_main and self.on_log is not None:
-            self.on_log(entry)
+        now = self.clock()
+        if self.started is None:
+            self.started = now
+        due = (self.sent_at is None or step >= max_steps > 0
+               or now - self.sent_at >= self.every_s)
+        if not (is_main and due):
+            return
+        elapsed = now - self.started
+        report = {**entry, "max_steps": max_steps, "elapsed_s": elapsed}
+        if epoch is not None:
+            report["epoch"] = float(epoch)
+        if elapsed > 0 and "num_tokens" in entry:
+            report["tokens_per_second"] = entry["num_tokens"] / elapsed
+        if step > 0 and max_steps > 0:
+            report["eta_s"] = elapsed / step * max(0, max_steps - step)
+        self.sent_at = now
+        self.sent.append(report)
+        if self.on_log is not None:
+            self.on_log(report)
 
 
 def progress_callback(progress: ProgressCallback) -> Any:
@@ -230,12 +269,35 @@ def progress_callback(progress: ProgressCallback) -> Any:
     from transformers import TrainerCallback
 
     class _Forward(TrainerCallback):  # type: ignore[misc]
+        def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            progress.begin()
+
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
             if logs:
-                is_main = bool(state.is_world_process_zero)
-                progress.handle(dict(logs), int(state.global_step), is_main)
+                progress.handle(dict(logs), int(state.global_step),
+                                bool(state.is_world_process_zero),
+                                max_steps=int(state.max_steps or 0), epoch=state.epoch)
 
     return _Forward()
+
+
+def trl_config_args(cfg: TrainingConfig, out_dir: Path, kind: str,
+                    own: dict[str, Any]) -> dict[str, Any]:
+    """Everything a kind's TRL config is built with: ours, the kind's, then the user's.
+
+    The user's ``[training] trl_args`` / ``trl_kind_args`` come last, so they
+    override the defaults they may (:data:`~arena_stream.trainers.arguments.OVERRIDABLE`);
+    a name arena-stream owns was refused when the config was loaded, and is
+    refused again here for a config built in code.
+    """
+    from arena_stream.trainers.arguments import OWNED, pass_through
+
+    user = pass_through(cfg, kind)
+    owned = sorted(set(user) & set(OWNED))
+    if owned:
+        raise ValueError(f"training.trl_args: {', '.join(owned)} set by arena-stream itself "
+                         f"({'; '.join(OWNED[n] for n in owned)})")
+    return {**common_args(cfg, out_dir), **own, **user}
 
 
 @dataclass

@@ -28,11 +28,11 @@ from arena_stream.trainers.common import (
     LogSink,
     PreparedJob,
     ProgressCallback,
-    common_args,
     completion_logprob,
     load_policy,
     messages_as_dicts,
     progress_callback,
+    trl_config_args,
 )
 
 
@@ -77,8 +77,9 @@ def prepare_dpo(
     model, tokenizer, peft_config = load_policy(
         cfg, base_model=base_model, parent_adapter=parent_adapter
     )
-    args = DPOConfig(**common_args(cfg, out_dir), beta=cfg.dpo_beta, loss_type=["sigmoid"])
-    progress = ProgressCallback(on_log)
+    args = DPOConfig(**trl_config_args(
+        cfg, out_dir, "dpo", {"beta": cfg.dpo_beta, "loss_type": ["sigmoid"]}))
+    progress = ProgressCallback(on_log, every_s=cfg.progress_every_s)
     trainer = DPOTrainer(
         model=model,
         args=args,

@@ -5,7 +5,8 @@ range on a training-buffer topic. The service reads exactly those samples,
 runs the job in a child process (``python -m arena_stream.trainers``, which also runs under
 ``accelerate launch`` on multi-GPU machines), and publishes:
 
-- ``JobStatus`` started / progress (losses) / finished or failed on ``arena.train.jobs``;
+- ``JobStatus`` started / progress (step, loss, tokens/s, ETA: a :class:`TrainingProgress`,
+  throttled by ``[training] progress_every_s``) / finished or failed on ``arena.train.jobs``;
 - a ``ModelVersion`` on ``arena.models`` for each finished job.
 
 A job id that already finished is never run again (the trigger may re-send a
@@ -45,6 +46,7 @@ from arena_stream.schemas import (
     JobStatus,
     ModelVersion,
     TrainingJob,
+    TrainingProgress,
     decode,
     decode_jobs_record,
     encode,
@@ -189,9 +191,11 @@ class TrainerService:
         async with producer(self.config) as p:
             jobs_topic = topic_name(self.config, "jobs")
 
-            async def status(state: str, message: str = "", **metrics: float) -> None:
+            async def status(state: str, message: str = "",
+                             progress: TrainingProgress | None = None, **metrics: float) -> None:
                 ev = JobStatus(job_id=job.id, state=state, kind=job.kind,  # type: ignore[arg-type]
-                               message=message, metrics=finite(metrics), ts=time.time())
+                               message=message, metrics=finite(metrics), progress=progress,
+                               ts=time.time())
                 await p.send_and_wait(jobs_topic, encode(ev), key=job.id.encode())
 
             await status("started", f"{len(job.sample_ids)} samples")
@@ -257,9 +261,14 @@ class TrainerService:
                 async for raw in proc.stdout:
                     line = raw.decode(errors="replace").rstrip()
                     tail = [*tail[-30:], line]
-                    progress = _progress(line)
-                    if progress is not None:
-                        await status("progress", "", **progress)
+                    report = _progress(line)
+                    if report is not None:
+                        progress, metrics = report
+                        log.info("job.progress", job_id=job.id, step=progress.step,
+                                 max_steps=progress.max_steps, loss=progress.loss,
+                                 tokens_per_second=_rounded(progress.tokens_per_second),
+                                 eta_s=_rounded(progress.eta_s))
+                        await status("progress", "", progress=progress, **metrics)
                 code = await proc.wait()
             except asyncio.CancelledError:
                 # Stopping the service must not leave a training process behind; the job
@@ -273,6 +282,30 @@ class TrainerService:
             return msgspec.json.decode(result_path.read_bytes(), type=TrainResult)
 
 
+def tracking_problems(config: Config) -> str | None:
+    """Why ``[training] report_to`` cannot work on this machine (a tracker not installed).
+
+    Checked when the trainer starts (``arena-stream trainer`` / ``run`` / ``check``,
+    :func:`arena_stream.cli.checks.tracking_check`), where the jobs will run,
+    rather than at config load: a worker without the training stack loads the
+    same file.
+    """
+    report_to = config.training.report_to
+    if report_to == "none":
+        return None
+    from arena_stream.trainers.arguments import missing_integrations
+
+    missing = missing_integrations(report_to)
+    if not missing:
+        return None
+    return (f"training.report_to names {', '.join(map(repr, missing))}, not installed where "
+            f"the trainer runs (pip install {' '.join(_PACKAGES.get(m, m) for m in missing)})")
+
+
+# report_to names whose package is named otherwise
+_PACKAGES = {"tensorboard": "tensorboardX", "azure_ml": "azureml-core", "comet_ml": "comet-ml"}
+
+
 def child_env() -> dict[str, str]:
     """The training process's environment: the user's own, ``HF_HUB_OFFLINE`` included.
 
@@ -282,8 +315,12 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
 
 
-def _progress(line: str) -> dict[str, float] | None:
-    """A trainer log line (``{"event": "log", "loss": ..., "step": ...}``) as progress metrics."""
+def _progress(line: str) -> tuple[TrainingProgress, dict[str, float]] | None:
+    """A trainer progress line (``{"event": "log", "step": ..., "loss": ..., "eta_s": ...}``).
+
+    Returns the typed progress and every number logged at that step; ``None``
+    for any other line (library output, the result line, a line cut short).
+    """
     if not line.startswith("{"):
         return None
     try:
@@ -292,7 +329,16 @@ def _progress(line: str) -> dict[str, float] | None:
         return None
     if not isinstance(data, dict) or data.get("event") != "log" or "loss" not in data:
         return None
-    return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
+    try:
+        progress = msgspec.convert(data, TrainingProgress)
+    except msgspec.ValidationError:
+        return None
+    return progress, {k: float(v) for k, v in data.items()
+                      if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _record_version(model_dir: Path, version: ModelVersion) -> None:

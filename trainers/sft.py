@@ -22,11 +22,11 @@ from arena_stream.trainers.common import (
     LogSink,
     PreparedJob,
     ProgressCallback,
-    common_args,
     completion_logprob,
     load_policy,
     messages_as_dicts,
     progress_callback,
+    trl_config_args,
 )
 
 
@@ -70,8 +70,9 @@ def prepare_sft(
     model, tokenizer, peft_config = load_policy(
         cfg, base_model=base_model, parent_adapter=parent_adapter
     )
-    args = SFTConfig(**common_args(cfg, out_dir), completion_only_loss=True, packing=False)
-    progress = ProgressCallback(on_log)
+    args = SFTConfig(**trl_config_args(
+        cfg, out_dir, "sft", {"completion_only_loss": True, "packing": False}))
+    progress = ProgressCallback(on_log, every_s=cfg.progress_every_s)
     trainer = SFTTrainer(
         model=model,
         args=args,

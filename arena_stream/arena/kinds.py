@@ -59,6 +59,7 @@ class TrainingKind:
     extra_hyperparameters: tuple[str, ...]  # [training] keys only this kind's jobs carry
     trainer: str  # "module:function" preparing a TRL trainer (see module docstring)
     dataset: str  # "module:function" turning samples into a datasets.Dataset
+    trl_config: str  # "module:Class" of its TRL config: [training.trl_args] are checked on it
     doc: str
 
     @property
@@ -123,6 +124,7 @@ KINDS: dict[str, TrainingKind] = {
             extra_hyperparameters=(),
             trainer="arena_stream.trainers.sft:prepare_sft",
             dataset="arena_stream.trainers.sft:sft_dataset",
+            trl_config="trl:SFTConfig",
             doc="SFT samples: battles the target lost, with the winner's answer",
         ),
         TrainingKind(
@@ -133,6 +135,7 @@ KINDS: dict[str, TrainingKind] = {
             extra_hyperparameters=("dpo_beta",),
             trainer="arena_stream.trainers.dpo:prepare_dpo",
             dataset="arena_stream.trainers.dpo:dpo_dataset",
+            trl_config="trl:DPOConfig",
             doc="DPO pairs from decided target battles: chosen = winner, rejected = loser",
         ),
     )

@@ -8,8 +8,9 @@ that waits for a broker that will never answer. So the checks are:
 - the config: parsed and range-checked (:func:`arena_stream.config.parse`);
 - the environment: every variable the config names for a secret is set, and
   every file it names (TLS, test sets, judge template) exists;
-- the model directory is writable (when training is on) and the checkpoint
-  training starts from can be found;
+- the model directory is writable (when training is on), the checkpoint
+  training starts from can be found, and the experiment trackers
+  ``[training] report_to`` names are installed;
 - the broker answers, and every player and the judge can answer.
 
 ``worker``, ``trainer`` and ``run`` run the environment and directory checks
@@ -99,13 +100,25 @@ def model_dir_check(config: Config) -> CheckResult | None:
     return CheckResult(name, True)
 
 
+def tracking_check(config: Config) -> CheckResult | None:
+    """The experiment trackers ``[training] report_to`` names are installed where jobs run."""
+    if not config.training.enabled or config.training.report_to == "none":
+        return None
+    from arena_stream.trainers.service import tracking_problems
+
+    report_to = config.training.report_to
+    shown = report_to if isinstance(report_to, str) else ", ".join(report_to)
+    problem = tracking_problems(config)
+    return CheckResult(f"experiment tracking ({shown})", problem is None, problem or "")
+
+
 def environment_checks(config: Config, service: Service) -> list[CheckResult]:
-    """The checks that need no network: secrets, files, the model directory."""
+    """The checks that need no network: secrets, files, the model directory, trackers."""
     results = secret_checks(config, service) + file_checks(config)
     if service in ("trainer", "run", "check"):
-        found = model_dir_check(config)
-        if found is not None:
-            results.append(found)
+        for found in (model_dir_check(config), tracking_check(config)):
+            if found is not None:
+                results.append(found)
     return results
 
 

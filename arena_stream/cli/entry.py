@@ -106,9 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     level = args.log_level or DEFAULT_LEVEL.get(args.command, "info")
     configure(level=level, json=args.log_json)
+    from arena_stream import progress_bars
+
     module = importlib.import_module(f"arena_stream.cli.commands.{args.command}")
     try:
-        return int(module.main(args) or 0)
+        with progress_bars.disabled_if(args.log_json):  # a program reads that stderr
+            return int(module.main(args) or 0)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

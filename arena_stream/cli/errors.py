@@ -63,7 +63,8 @@ def explain(exc: BaseException) -> str | None:
         return str(exc)
     for module, name in (("arena_stream.models.clients", "ModelUnavailable"),
                          ("arena_stream.datasets.sources", "InputError"),
-                         ("arena_stream.datasets.export", "ExportError")):
+                         ("arena_stream.datasets.export", "ExportError"),
+                         ("arena_stream.offline.cache", "CacheFileError")):
         known = _loaded(module, name)
         if known is not None and isinstance(exc, known):
             return str(exc)

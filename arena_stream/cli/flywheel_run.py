@@ -139,8 +139,7 @@ class Display:
         self.live.update(self._render(phase, c))
 
     def _jobs(self) -> str:
-        jobs = self.tracker.jobs
-        return ", ".join(f"{j}:{s}" for j, s in jobs.items()) or "none"
+        return ", ".join(self.tracker.job_line(j) for j in self.tracker.jobs) or "none"
 
     def _render(self, phase: str, c: dict[str, Any]) -> Any:
         from rich.console import Group

@@ -26,6 +26,7 @@ from arena_stream.schemas import (
     ModelVersion,
     RatingUpdate,
     TrainingJob,
+    TrainingProgress,
     decode,
     decode_jobs_record,
 )
@@ -55,6 +56,7 @@ class Tracker:
     updates: dict[str, RatingUpdate] = field(default_factory=dict)
     versions: list[ModelVersion] = field(default_factory=list)
     jobs: dict[str, str] = field(default_factory=dict)  # job id -> last state
+    training: dict[str, TrainingProgress] = field(default_factory=dict)  # job id -> last step
     snapshot: LeaderboardSnapshot | None = None
     dead_letters: int = 0
     dead_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -108,6 +110,8 @@ class Tracker:
                 self.jobs.setdefault(record.id, "emitted")
             elif record.state != "tick":
                 self.jobs[record.job_id] = record.state
+                if record.progress is not None:
+                    self.training[record.job_id] = record.progress
         elif key == "leaderboard":
             self.snapshot = decode(value, LeaderboardSnapshot)
 
@@ -132,6 +136,22 @@ class Tracker:
 
     def all_done(self) -> bool:
         return all(self.is_done(p) for p in self.prompts)
+
+    def job_line(self, job_id: str) -> str:
+        """``job-3:progress step 12/40 loss 0.71 812 tok/s ETA 1m05s``: a job as one phrase."""
+        state = self.jobs.get(job_id, "unknown")
+        p = self.training.get(job_id)
+        if state != "progress" or p is None:
+            return f"{job_id}:{state}"
+        parts = [f"{job_id}:{state} step {p.step}" + (f"/{p.max_steps}" if p.max_steps else "")]
+        if p.loss is not None:
+            parts.append(f"loss {p.loss:.3g}")
+        if p.tokens_per_second is not None:
+            parts.append(f"{p.tokens_per_second:.0f} tok/s")
+        if p.eta_s is not None:
+            minutes, seconds = divmod(round(p.eta_s), 60)
+            parts.append(f"ETA {minutes}m{seconds:02d}s" if minutes else f"ETA {seconds}s")
+        return " ".join(parts)
 
     def jobs_busy(self) -> bool:
         return any(s not in ("finished", "failed") for s in self.jobs.values())

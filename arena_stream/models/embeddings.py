@@ -103,15 +103,29 @@ class Embedder:
             return int(model.get_embedding_dimension())
         return int(model.get_sentence_embedding_dimension())
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts`` as a float32 array of shape ``(len(texts), dim)``, rows of norm 1."""
+    def encode(self, texts: Sequence[str], *, desc: str | None = None) -> np.ndarray:
+        """Embed ``texts`` as a float32 array of shape ``(len(texts), dim)``, rows of norm 1.
+
+        With ``desc`` a progress bar counts the texts on a terminal
+        (:mod:`arena_stream.progress_bars`); the texts then go in chunks of a
+        few batches, which gives the same vectors (each batch is independent).
+        """
+        from arena_stream.progress_bars import progress_bar
+
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        items = list(texts)
+        chunk = self.batch_size * 8 if desc else len(items)
+        parts = []
+        with progress_bar(len(items) if desc else 0, desc or "", unit="text") as bar:
+            for start in range(0, len(items), chunk):
+                part = items[start:start + chunk]
+                parts.append(np.asarray(self._model.encode(
+                    part, batch_size=self.batch_size, normalize_embeddings=True,
+                    convert_to_numpy=True, show_progress_bar=False,
+                ), dtype=np.float32))
+                bar.advance(len(part))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def _load(path: str, device: str) -> Any:
@@ -145,6 +159,9 @@ def get_embedder(model_path: str | os.PathLike[str] | None = None, *,
 
 
 def embed(texts: Sequence[str], *, model_path: str | os.PathLike[str] | None = None,
-          batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-    """Embed ``texts`` with the shared model: unit rows, so ``a @ b.T`` is cosine similarity."""
-    return get_embedder(model_path, batch_size=batch_size).encode(texts)
+          batch_size: int = DEFAULT_BATCH_SIZE, desc: str | None = None) -> np.ndarray:
+    """Embed ``texts`` with the shared model: unit rows, so ``a @ b.T`` is cosine similarity.
+
+    ``desc`` names a progress bar (shown on a terminal only) for long runs.
+    """
+    return get_embedder(model_path, batch_size=batch_size).encode(texts, desc=desc)

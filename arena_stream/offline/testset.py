@@ -26,10 +26,11 @@ Choices this module makes, on purpose:
   (with a reminder of the format); still unreadable, the prompt is recorded as
   unrated (``difficulty`` null) and never counts as hard. A failed call
   (network, server) is not cached, so the next run tries again.
-* Ratings are cached in a JSONL file keyed by prompt id, content hash and the
-  rater (judge model, rating template version, method): a re-run, or one after
-  a crash, asks only for what is missing, and an edited prompt or another judge
-  is never served a stale score.
+* Ratings are cached (:mod:`arena_stream.offline.cache`, the SQLite file
+  ``eval`` uses too) keyed by prompt id, content hash, the rater (judge model,
+  rating template version, method) and the judge's settings: a re-run, or one
+  after a crash, asks only for what is missing, and an edited prompt or another
+  judge is never served a stale score.
 * A build never comes out without its hard half in silence: the summary counts
   rated, unrated and failed prompts, the hard prompts kept against those asked
   for, and the difficulty distribution of the pool and of the kept subset;
@@ -59,6 +60,8 @@ import structlog
 from arena_stream.datasets.formats import FieldMapping
 from arena_stream.datasets.sources import SourceOptions
 from arena_stream.judges.difficulty import DifficultyRater
+from arena_stream.offline.cache import OfflineCache
+from arena_stream.progress_bars import progress_bar
 from arena_stream.schemas.events import PromptIn
 
 log = structlog.get_logger(__name__)
@@ -247,54 +250,50 @@ class Rating:
 
 
 class RatingCache:
-    """Append-only JSONL of ratings; the last entry for a key wins.
+    """Difficulty ratings in the offline cache (:mod:`arena_stream.offline.cache`).
 
-    Each rating is written (and flushed) as soon as it is known, so an
-    interrupted build loses at most the calls in flight. A torn last line from
-    a crash is skipped on load.
+    A rating is keyed by the prompt's id and content hash, the rater (judge
+    model, rating template version, method) and ``settings``, the judge's
+    whole fingerprint (backend, server, decoding settings, system prompt,
+    template): an edited prompt or any change to the judge is never served a
+    stale score. Each rating is committed as soon as it is known, so an
+    interrupted build loses at most the calls in flight.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None, rater: str) -> None:
-        self.path = Path(path) if path else None
-        self.rater = rater
-        self.entries: dict[tuple[str, str], Rating] = {}
-        if self.path is not None and self.path.is_file():
-            self._load(self.path)
+    NAMESPACE = "difficulty"
 
-    def _load(self, path: Path) -> None:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                try:
-                    item = json.loads(line)
-                    if item.get("rater") != self.rater:
-                        continue
-                    difficulty = item["difficulty"]
-                    if difficulty is not None and not (
-                        isinstance(difficulty, int | float) and not isinstance(difficulty, bool)
-                        and math.isfinite(difficulty) and 0.0 <= difficulty <= 10.0
-                    ):
-                        continue  # an edited or corrupted line: rate that prompt again
-                    rating = Rating(
-                        id=str(item["id"]), digest=str(item["digest"]), rater=self.rater,
-                        difficulty=None if difficulty is None else float(difficulty),
-                        raw=str(item.get("raw", "")), attempts=int(item.get("attempts", 1)),
-                        status="ok" if item["difficulty"] is not None else "unparseable",
-                    )
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    continue
-                self.entries[(rating.id, rating.digest)] = rating
+    def __init__(self, cache: OfflineCache, rater: str,
+                 settings: dict[str, Any] | None = None) -> None:
+        self.cache = cache
+        self.rater = rater
+        self.settings = settings or {}
+
+    def _key(self, prompt_id: str, content_digest: str) -> dict[str, Any]:
+        return {"prompt_id": prompt_id, "digest": content_digest, "rater": self.rater,
+                "judge": self.settings}
 
     def get(self, record: PromptRecord) -> Rating | None:
-        return self.entries.get((record.id, record.digest))
+        item = self.cache.get(self.NAMESPACE, self._key(record.id, record.digest))
+        if not isinstance(item, dict):
+            return None
+        try:
+            difficulty = item["difficulty"]
+            if difficulty is not None and not (
+                isinstance(difficulty, int | float) and not isinstance(difficulty, bool)
+                and math.isfinite(difficulty) and 0.0 <= difficulty <= 10.0
+            ):
+                return None  # an edited or corrupted entry: rate that prompt again
+            return Rating(
+                id=record.id, digest=record.digest, rater=self.rater,
+                difficulty=None if difficulty is None else float(difficulty),
+                raw=str(item.get("raw", "")), attempts=int(item.get("attempts", 1)),
+                status="ok" if difficulty is not None else "unparseable",
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def put(self, rating: Rating) -> None:
-        self.entries[(rating.id, rating.digest)] = rating
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(rating.to_json(), ensure_ascii=False) + "\n")
-            handle.flush()
+        self.cache.put(self.NAMESPACE, self._key(rating.id, rating.digest), rating.to_json())
 
 
 async def rate_one(rater: DifficultyRater, record: PromptRecord) -> Rating:
@@ -348,6 +347,8 @@ async def rate_prompts(
             stats.errors.append(f"{record.id}: {exc}")
             log.warning("testset.rating_failed", id=record.id, error=str(exc))
             return
+        finally:
+            bar.advance()
         stats.asked += 1
         stats.calls += rating.attempts
         if rating.difficulty is None:
@@ -359,7 +360,8 @@ async def rate_prompts(
         if done % 100 == 0:
             log.info("testset.rating_progress", done=done, total=len(todo))
 
-    await asyncio.gather(*(one(r) for r in todo))
+    with progress_bar(len(todo), "difficulty", unit="prompt") as bar:
+        await asyncio.gather(*(one(r) for r in todo))
     return ratings, stats
 
 

@@ -68,8 +68,10 @@ def main(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
     options = dc.Options(top_k=args.top_k, threshold=args.threshold,
                          near_dup_threshold=args.near_dup_threshold)
-    train_vectors = embed([r.text for r in records], model_path=args.embedding_model)
-    test_vectors = embed([t.text for t in tests], model_path=args.embedding_model)
+    train_vectors = embed([r.text for r in records], model_path=args.embedding_model,
+                          desc="embedding prompts")
+    test_vectors = embed([t.text for t in tests], model_path=args.embedding_model,
+                         desc="embedding test sets")
     result = dc.decontaminate(records, train_vectors, tests, test_vectors, options)
 
     _write_lines(args.out, [records[i].raw_line for i in result.kept])

@@ -3,8 +3,10 @@
 All pairs are judged with the stream's two-game judge; the battles are
 written in the LMArena format (``--out``, readable by ``arena-stream
 leaderboard --battles``) and the Bradley-Terry leaderboard is printed.
-Answers and verdicts are cached (``--cache-dir``), so adding a model costs
-only its own answers and battles.
+Answers and verdicts are cached (``--cache-dir``, one SQLite file keyed on
+everything that changes an answer: model, backend, server, decoding settings,
+system prompt, template, prompt content), so adding a model costs only its own
+answers and battles, and changing a model's settings asks it again.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML configuration (default: the embedded default)")
     parser.add_argument("--out", default="eval-battles.jsonl", help="battles file to write")
     parser.add_argument("--cache-dir", default=".arena-stream/eval-cache",
-                        help="answer and verdict cache ('' for none)")
+                        help="answer and verdict cache directory (its cache.sqlite; "
+                        "'' for none)")
     parser.add_argument("--no-versions", action="store_true",
                         help="leave out the target's trained versions")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap rounds")

@@ -5,7 +5,8 @@ the prompts with K-Means over sentence embeddings, takes a few per cluster
 (diverse), asks the configured judge to rate the difficulty of a per-cluster
 pool and keeps the hardest (hard). Defaults are the paper's (500 clusters,
 2 per cluster, a pool of 20 per cluster, 1000 hard), clamped to the data.
-Ratings are cached (``--cache``), so an interrupted build resumes where it stopped.
+Ratings are cached (``--cache``, SQLite, keyed on the prompt and everything about the
+judge), so an interrupted build resumes where it stopped.
 Any judge rates: an in-process one from its token probabilities, a served one in
 writing (``[judge] scoring``, ``[judge] difficulty_template``). The summary counts
 rated and unrated prompts and the hard prompts kept against those asked for,
@@ -42,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--seed", type=int, default=0, help="seed for K-Means and sampling")
     b.add_argument("--diverse-pick", choices=["random", "centroid"], default="random",
                    help="per cluster: seeded random sample (paper) or nearest to the centroid")
-    b.add_argument("--cache", help="difficulty ratings cache, JSONL "
-                   "(default: <out>.ratings.jsonl)")
+    b.add_argument("--cache", help="difficulty ratings cache, an SQLite file shared with "
+                   "`eval` if you like (default: <out>.cache.sqlite)")
     b.add_argument("--retry-unrated", action="store_true",
                    help="ask again for prompts cached as unrated (unreadable judge answers)")
     b.add_argument("--embedding-model", help="sentence-transformers model directory "
@@ -87,30 +88,38 @@ def main(args: argparse.Namespace) -> int:
         clusters=args.clusters, per_cluster=args.per_cluster, hard_pool=args.hard_pool,
         hard=args.hard, seed=args.seed, diverse_pick=args.diverse_pick,
     )
-    vectors = embed([r.text for r in records], model_path=args.embedding_model)
+    vectors = embed([r.text for r in records], model_path=args.embedding_model,
+                    desc="embedding")
 
     rater = None
     cache = None
-    cache_path = args.cache or f"{args.out}.ratings.jsonl"
+    store = None
+    cache_path = args.cache or f"{args.out}.cache.sqlite"
     if options.hard > 0:
         from arena_stream.config import load
         from arena_stream.judges.difficulty import build_difficulty_rater
+        from arena_stream.offline.cache import OfflineCache, model_fingerprint
 
         config = load(args.config)
+        cache = OfflineCache(cache_path)
         rater = build_difficulty_rater(config.judge)
-        cache = testset.RatingCache(cache_path, rater.name)
+        store = testset.RatingCache(cache, rater.name, model_fingerprint(config.judge))
 
     async def run() -> testset.BuildResult:
         try:
             return await testset.build(
-                records, vectors, options, rater=rater, cache=cache,
+                records, vectors, options, rater=rater, cache=store,
                 retry_unrated=args.retry_unrated,
             )
         finally:
             if rater is not None:
                 await rater.aclose()
 
-    result = asyncio.run(run())
+    try:
+        result = asyncio.run(run())
+    finally:
+        if cache is not None:
+            cache.close()
     print(json.dumps(testset.summary(result, bad, len(records) + len(bad)), indent=2))
     problem = testset.shortfall(result)
     if problem and not args.allow_partial:
