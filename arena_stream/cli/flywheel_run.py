@@ -40,6 +40,10 @@ async def run_flywheel(
     async with running_worker(config) as app:
         await wait_until_ready(app)
         runtime = app.runtime
+        if app.web is not None:
+            print(f"live page: {app.web.url}", flush=True)
+        evaluations = Evaluations(tracker, app.wiring.heldout, config.target.name)
+        evaluations.expect(runtime.client(config.target.name).version)
         tasks = [asyncio.create_task(_follow(config, tracker), name="follow")]
         if config.training.enabled:
             trainer = TrainerService(config)
@@ -47,28 +51,71 @@ async def run_flywheel(
         display = Display(tracker, live=sys.stdout.isatty() and not as_json)
         try:
             with display:
-                for i, shard in enumerate(shards(lines, rounds)):
+                parts = shards(lines, rounds)
+                for i, shard in enumerate(parts):
                     if i > 0 and config.training.enabled:
                         await _wait_for_training(tracker, runtime, config, display, job_timeout)
+                        evaluations.expect_published()
                     tracker.expect([line.prompt.id for line in shard])
                     await publish_prompts(config, shard)
                     log.info("run.shard_published", shard=i + 1, prompts=len(shard))
-                    while not tracker.all_done():
-                        _check(tasks)
-                        display.refresh(f"shard {i + 1}/{rounds}")
-                        await asyncio.sleep(0.5)
-                    display.refresh(f"shard {i + 1}/{rounds} done")
+                    await _until_done(tracker, tasks, display, f"shard {i + 1}/{len(parts)}")
+                    display.refresh(f"shard {i + 1}/{len(parts)} done")
+                if config.training.enabled:  # what the last shard trained is evaluated too
+                    await _wait_for_training(tracker, runtime, config, display, job_timeout)
+                    evaluations.expect_published()
+                    await _until_done(tracker, tasks, display, "held-out evaluation")
+                lineage = None
+                if app.wiring.heldout or tracker.versions:
+                    from arena_stream.cli.commands.versions import read_lineage
+
+                    lineage = await read_lineage(config)
         finally:
             stop.set()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-    _final_report(tracker, time.monotonic() - started, as_json=as_json)
+    _final_report(tracker, time.monotonic() - started, as_json=as_json, lineage=lineage)
     failure = tracker.verdict()
     if failure is not None:
         print(f"arena-stream run: FAILED: {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+class Evaluations:
+    """Which held-out evaluations the run waits for: one per target version it saw published.
+
+    The worker publishes them (streams/stages/evaluate.py); the run only expects their
+    prompt ids, so that it ends once every version's held-out battles are judged.
+    """
+
+    def __init__(self, tracker: Tracker, heldout: list[Any], target: str) -> None:
+        self.tracker = tracker
+        self.heldout = heldout
+        self.target = target
+        self.expected: set[int] = set()
+
+    def expect(self, version: int) -> None:
+        from arena_stream.streams.stages.evaluate import eval_id
+
+        if not self.heldout or version in self.expected:
+            return
+        self.expected.add(version)
+        self.tracker.expect([eval_id(version, p.id) for p in self.heldout])
+
+    def expect_published(self) -> None:
+        for v in self.tracker.versions:
+            if v.name == self.target:
+                self.expect(v.version)
+
+
+async def _until_done(tracker: Tracker, tasks: list[asyncio.Task[Any]], display: Display,
+                      phase: str) -> None:
+    while not tracker.all_done():
+        _check(tasks)
+        display.refresh(phase)
+        await asyncio.sleep(0.5)
 
 
 def _check(tasks: list[asyncio.Task[Any]]) -> None:
@@ -161,14 +208,21 @@ class Display:
                      ratings_table(self.tracker.standings(), title="Live Elo"))
 
 
-def _final_report(tracker: Tracker, seconds: float, *, as_json: bool) -> None:
+def _final_report(tracker: Tracker, seconds: float, *, as_json: bool,
+                  lineage: Any = None) -> None:
+    import json
+
     import msgspec
 
     from arena_stream.cli.display import print_ratings
 
     rows = tracker.standings()
     if as_json:
-        print_ratings(rows, as_json=True)
+        if lineage is None:
+            print_ratings(rows, as_json=True)
+        else:
+            print(json.dumps({"ratings": msgspec.to_builtins(rows),
+                              "lineage": msgspec.to_builtins(lineage)}, indent=2))
         return
     c = tracker.counts()
     print(f"\nDone in {seconds:.0f} s: {c['prompts']} prompts, {c['judged']} battles judged, "
@@ -182,3 +236,10 @@ def _final_report(tracker: Tracker, seconds: float, *, as_json: bool) -> None:
             for r in snap["rows"]:
                 print(f"  {r['rank']:>2}. {r['model']:<20} {r['rating']:7.1f} "
                       f"[{r['lower']:.1f}, {r['upper']:.1f}]  n={r['battles']}")
+    if lineage is not None:
+        from arena_stream.cli.commands.versions import lineage_lines, version_table
+
+        print("\nTarget versions (held-out: Bradley-Terry, 95% bootstrap interval):")
+        version_table(lineage)
+        for line in lineage_lines(lineage):
+            print(line)
