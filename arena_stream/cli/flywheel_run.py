@@ -221,8 +221,9 @@ def _final_report(tracker: Tracker, seconds: float, *, as_json: bool,
         if lineage is None:
             print_ratings(rows, as_json=True)
         else:
+            # one line, as without the lineage: the last line of the output is the result
             print(json.dumps({"ratings": msgspec.to_builtins(rows),
-                              "lineage": msgspec.to_builtins(lineage)}, indent=2))
+                              "lineage": msgspec.to_builtins(lineage)}))
         return
     c = tracker.counts()
     print(f"\nDone in {seconds:.0f} s: {c['prompts']} prompts, {c['judged']} battles judged, "
