@@ -331,3 +331,28 @@ def test_bundled_task_references_pass_their_checks_and_heldout_is_apart() -> Non
         assert results and checks.all_passed(results), (line.prompt.id, results)
     topic = lambda p: p.messages[-1].content.split(".")[0]  # noqa: E731
     assert not {topic(x.prompt) for x in train.good} & {topic(x.prompt) for x in held.good}
+
+
+def test_run_report_shows_versions_skips_and_the_verdict(capsys) -> None:
+    """The end of ``arena-stream run``: reference skips counted, a row per version, the words."""
+    from arena_stream.cli.flywheel_run import _final_report
+    from arena_stream.cli.progress import Tracker
+    from arena_stream.config import default_config
+    from arena_stream.schemas import Generation, encode
+
+    tracker = Tracker(default_config())
+    skipped = Generation(id="p/reference", prompt_id="p", player="reference", model="reference",
+                         messages=[], ok=False, error="no_reference: none")
+    tracker.feed("generations", encode(skipped))
+    assert tracker.skipped == {"reference": 1}
+    lineage = build_lineage("target", **events(final_passes=3))
+    _final_report(tracker, 12.0, as_json=False, lineage=lineage)
+    out = capsys.readouterr().out
+    assert "reference skipped 1 prompt(s) without metadata.reference" in out
+    for model in ("target@v0", "target@v1", "target@v2"):
+        assert model in out
+    assert "win rate vs reference" in out and "held-out rating [95% CI]" in out
+    assert out.rstrip().splitlines()[-1].startswith("The flywheel did NOT improve the target")
+    _final_report(tracker, 12.0, as_json=True, lineage=lineage)
+    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert data["lineage"]["improved"] is False and len(data["lineage"]["versions"]) == 3

@@ -229,6 +229,9 @@ def _final_report(tracker: Tracker, seconds: float, *, as_json: bool,
     print(f"\nDone in {seconds:.0f} s: {c['prompts']} prompts, {c['judged']} battles judged, "
           f"{tracker.dead_letters} dead letters, versions: "
           + (", ".join(f"{v.name}@v{v.version} ({v.kind})" for v in tracker.versions) or "none"))
+    for player, n in sorted(tracker.skipped.items()):
+        print(f"{player} skipped {n} prompt(s) without metadata.reference (no battle against "
+              "it for those; see arena_stream/models/reference.py)")
     print_ratings(rows)
     if tracker.snapshot is not None:
         with contextlib.suppress(Exception):

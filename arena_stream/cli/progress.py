@@ -58,6 +58,8 @@ class Tracker:
     snapshot: LeaderboardSnapshot | None = None
     dead_letters: int = 0
     dead_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+    # player -> prompts it skipped (a reference player and prompts without a reference)
+    skipped: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def expect(self, prompt_ids: list[str]) -> None:
         for pid in prompt_ids:
@@ -71,6 +73,8 @@ class Tracker:
     def _feed(self, key: str, value: bytes) -> None:
         if key == "generations":
             gen = decode(value, Generation)
+            if not gen.ok and (gen.error or "").startswith("no_reference"):
+                self.skipped[gen.player] += 1
             state = self.prompts.get(gen.prompt_id)
             if state is not None:
                 state.answered.add(gen.player)
