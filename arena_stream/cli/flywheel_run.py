@@ -61,10 +61,16 @@ async def run_flywheel(
                     log.info("run.shard_published", shard=i + 1, prompts=len(shard))
                     await _until_done(tracker, tasks, display, f"shard {i + 1}/{len(parts)}")
                     display.refresh(f"shard {i + 1}/{len(parts)} done")
-                if config.training.enabled:  # what the last shard trained is evaluated too
-                    await _wait_for_training(tracker, runtime, config, display, job_timeout)
+                while config.training.enabled:  # what the last shard trained is evaluated too
+                    settled = await _wait_for_training(tracker, runtime, config, display,
+                                                       job_timeout)
+                    before = set(evaluations.expected)
                     evaluations.expect_published()
                     await _until_done(tracker, tasks, display, "held-out evaluation")
+                    # a job the last one's end fired (the schedule's next kind) comes too
+                    if not settled or (evaluations.expected == before
+                                       and not tracker.jobs_busy()):
+                        break
                 lineage = None
                 if app.wiring.heldout or tracker.versions:
                     from arena_stream.cli.commands.versions import read_lineage
@@ -137,18 +143,20 @@ async def _follow(config: Config, tracker: Tracker) -> None:
 
 async def _wait_for_training(
     tracker: Tracker, runtime: Any, config: Config, display: Display, timeout: float
-) -> None:
-    """Let jobs fired by the last shard finish, and the worker switch to the newest version."""
+) -> bool:
+    """Let jobs fired by the last shard finish, and the worker switch to the newest version;
+    False when that did not happen within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     await asyncio.sleep(2.0)  # the trigger sees the last samples a moment after the ratings
     target = config.target.name
     while time.monotonic() < deadline:
         newest = max((v.version for v in tracker.versions if v.name == target), default=0)
         if not tracker.jobs_busy() and runtime.client(target).version >= newest:
-            return
+            return True
         display.refresh("training")
         await asyncio.sleep(0.5)
     log.warning("run.training_wait_timeout", seconds=timeout)
+    return False
 
 
 class Display:
