@@ -356,3 +356,30 @@ def test_run_report_shows_versions_skips_and_the_verdict(capsys) -> None:
     _final_report(tracker, 12.0, as_json=True, lineage=lineage)
     data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert data["lineage"]["improved"] is False and len(data["lineage"]["versions"]) == 3
+
+
+def test_run_tracker_counts_evaluation_battles_that_came_before_it_expected_them() -> None:
+    """The worker evaluates a version as soon as it applies it, possibly before the run
+    learns of the version: those battles must not be lost, or the run would wait for ever."""
+    from arena_stream.cli.progress import Tracker
+    from arena_stream.config import default_config
+    from arena_stream.schemas import Battle, RatingUpdate, encode
+
+    tracker = Tracker(default_config())
+    tracker.expect(["p1"])
+    battle = Battle(id="b-e", prompt_id="eval:v1:h0", mode="target-vs-competitors",
+                    messages=[], model_a="target@v1", model_b="reference", player_a="target",
+                    player_b="reference", answer_a="a", answer_b="b", of=1)
+    tracker.feed("battles", encode(battle))
+    assert "eval:v1:h0" in tracker.prompts and not tracker.all_done()
+    for model in ("target@v1", "reference"):
+        tracker.feed("ratings", encode(RatingUpdate(model=model, rating=1000.0, battles=1,
+                                                    battle_id="b-e", delta=0.0,
+                                                    opponent="x", outcome=0.5)))
+    tracker.expect(["eval:v1:h0"])  # what the run does once it sees v1: nothing is lost
+    assert tracker.is_done("eval:v1:h0") and not tracker.is_done("p1")
+    other = Battle(id="b-o", prompt_id="p9", mode="target-vs-competitors", messages=[],
+                   model_a="a", model_b="b", player_a="a", player_b="b", answer_a="",
+                   answer_b="")
+    tracker.feed("battles", encode(other))
+    assert "p9" not in tracker.prompts  # an ordinary prompt it never expected stays ignored
