@@ -383,3 +383,22 @@ def test_run_tracker_counts_evaluation_battles_that_came_before_it_expected_them
                    answer_b="")
     tracker.feed("battles", encode(other))
     assert "p9" not in tracker.prompts  # an ordinary prompt it never expected stays ignored
+
+
+def test_live_page_draws_the_heldout_rating_per_version() -> None:
+    from arena_stream.schemas import encode
+    from arena_stream.web.live import LeaderboardView
+
+    view = LeaderboardView("target")
+    assert view.payload()["heldout"] == []
+    for offset, j in enumerate(heldout_battles(0, 3) + heldout_battles(1, 15)):
+        assert view.apply("judgments", encode(j), topic="j", offset=offset)
+    payload = view.payload()
+    points = payload["heldout"]
+    assert [p["model"] for p in points] == ["target@v0", "target@v1"]
+    assert points[0]["rating"] < points[1]["rating"]
+    assert points[0]["lower"] <= points[0]["rating"] <= points[0]["upper"]
+    assert (points[1]["passed"], points[1]["prompts"]) == (15, 16)
+    assert payload["heldout_verdict"].startswith("The flywheel improved the target")
+    html = (bundled_path("leaderboard.html")).read_text(encoding="utf-8")
+    assert 'id="heldout"' in html and "renderHeldout(data.heldout" in html
