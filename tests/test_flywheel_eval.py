@@ -402,3 +402,17 @@ def test_live_page_draws_the_heldout_rating_per_version() -> None:
     assert payload["heldout_verdict"].startswith("The flywheel improved the target")
     html = (bundled_path("leaderboard.html")).read_text(encoding="utf-8")
     assert 'id="heldout"' in html and "renderHeldout(data.heldout" in html
+
+
+def test_check_and_the_worker_refuse_a_missing_heldout_file() -> None:
+    from arena_stream.cli.checks import file_checks
+    from arena_stream.config import EvaluationConfig, default_config
+    from arena_stream.streams.app import heldout_prompts
+
+    config = default_config()
+    assert [r.ok for r in file_checks(config)] == [True]
+    assert len(heldout_prompts(config)) == 32
+    missing = msgspec.structs.replace(config, evaluation=EvaluationConfig(heldout="/no/such.jsonl"))
+    assert [r.ok for r in file_checks(missing)] == [False]
+    with pytest.raises(ConfigError, match="evaluation.heldout: file not found"):
+        heldout_prompts(missing)
