@@ -414,5 +414,5 @@ def test_check_and_the_worker_refuse_a_missing_heldout_file() -> None:
     assert len(heldout_prompts(config)) == 32
     missing = msgspec.structs.replace(config, evaluation=EvaluationConfig(heldout="/no/such.jsonl"))
     assert [r.ok for r in file_checks(missing)] == [False]
-    with pytest.raises(ConfigError, match="evaluation.heldout: file not found"):
+    with pytest.raises(ConfigError, match=r"evaluation\.heldout: file not found"):
         heldout_prompts(missing)
