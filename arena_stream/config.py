@@ -23,7 +23,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-Backend = Literal["openai", "transformers", "vllm"]
+# "reference": no model; the player answers with each prompt's metadata.reference
+# (arena_stream/models/reference.py), and skips, visibly, prompts that have none.
+Backend = Literal["openai", "transformers", "vllm", "reference"]
 
 # Value ranges, named once: they read as the rule in the field declarations below.
 Positive = Annotated[float, msgspec.Meta(gt=0)]
@@ -248,6 +250,20 @@ class BudgetConfig(_Section):
     usd: NonNegative = 0.0  # 0: no budget
 
 
+class EvaluationConfig(_Section):
+    """``[evaluation]``: the held-out set every new target version plays when published.
+
+    ``heldout`` is a JSONL prompt file (``bundled:NAME`` for a file shipped in
+    arena_stream/data). Its prompts are played under ids ``eval:v<N>:<id>``: their
+    battles are rated apart (Bradley-Terry, 95% bootstrap intervals, one rating per
+    version) and never become training data. List the same file in
+    ``[decontamination] against`` so that no training prompt resembles it.
+    """
+
+    heldout: str | None = None  # None: no held-out evaluation
+    rounds: AtLeastOne = 200  # bootstrap rounds of the held-out ratings
+
+
 class WebConfig(_Section):
     """The worker's HTTP server: the live page, and /metrics, /healthz, /readyz."""
 
@@ -269,6 +285,7 @@ class Config(_Section):
     training: TrainingConfig = msgspec.field(default_factory=TrainingConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     web: WebConfig = msgspec.field(default_factory=WebConfig)
+    evaluation: EvaluationConfig = msgspec.field(default_factory=EvaluationConfig)
     budget: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
     app_id: str = "arena-stream"
     data_dir: str = ".arena-stream"
@@ -316,6 +333,8 @@ def _problems(config: Config) -> list[str]:
                 f"player name {name!r} must be non-empty without '@', '/' or spaces"
             )
     targets = [p.name for p in config.players if p.role == "target"]
+    problems += [f'players[{p.name}]: a target cannot have backend "reference" (it is trained)'
+                 for p in config.players if p.role == "target" and p.backend == "reference"]
     if len(targets) != 1:
         problems.append(
             f'exactly one player must have role = "target", found {len(targets)}'
@@ -328,6 +347,9 @@ def _problems(config: Config) -> list[str]:
     ]:
         if spec.backend == "openai" and not spec.base_url:
             problems.append(f'{where}: backend "openai" needs base_url')
+        if spec.backend == "reference" and spec is config.judge:
+            problems.append('judge: backend "reference" is for players (it answers with '
+                            "each prompt's metadata.reference); a judge needs a model")
         if spec.backoff_max_s < spec.backoff_s:
             problems.append(f"{where}: backoff_max_s ({spec.backoff_max_s:g}) must be >= "
                             f"backoff_s ({spec.backoff_s:g})")

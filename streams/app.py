@@ -47,6 +47,7 @@ from arena_stream.schemas import DeadLetter, Generation, encode
 from arena_stream.streams.runtime import Runtime, table_writes_for
 from arena_stream.streams.stages import (
     collect,
+    evaluate,
     generate,
     intake,
     judge,
@@ -298,6 +299,7 @@ class Wiring:
         self.reapers, self.reapers_by_topic = self.retention()
         self.budget = Budget(config)
         self.snapshots = Snapshots(self.send)
+        self.heldout = heldout_prompts(config)
 
     async def within_budget(self) -> None:
         """Hold the intake once the budget is spent: new prompts wait in their topic.
@@ -551,6 +553,8 @@ class Wiring:
         async def watch_models() -> None:
             from arena_stream.kafka.io import tail
 
+            target = config.target.name
+            await self.evaluate(rt.client(target).version)  # the version this worker starts with
             async for rec in tail(config, "models"):
                 version = versions.read_version(rec.value)
                 if version is None or not rt.chain.accept(version):
@@ -559,6 +563,15 @@ class Wiring:
                     continue
                 if await versions.apply_version(rt.client(version.name), version):
                     rt.versions[version.name] = version
+                if version.name == target and rt.client(target).version == version.version:
+                    await self.evaluate(version.version)
+
+    async def evaluate(self, version: int) -> None:
+        """Publish the held-out set for ``version`` (ids make a repeat harmless; see evaluate)."""
+        if not self.heldout:
+            return
+        await self.publish(evaluate.evaluate(version, self.heldout, time.time()))
+        log.info("evaluation.published", version=version, prompts=len(self.heldout))
 
     def generator(self, player: str, concurrency: int, expected: list[str]) -> None:
         """One agent per player, so a slow player queues only its own work."""
@@ -679,6 +692,25 @@ class Wiring:
             async def tick() -> None:
                 # Tables change only inside an event, so the clock is a message.
                 await self.send("jobs", "tick", JobStatus(job_id="", state="tick", ts=time.time()))
+
+
+def heldout_prompts(config: Config) -> list[Any]:
+    """``[evaluation] heldout``'s prompts; a file that is missing or has none is a config error."""
+    source = config.evaluation.heldout
+    if not source:
+        return []
+    from arena_stream.config import ConfigError
+    from arena_stream.datasets.prompts import read_prompts, resolve_source
+
+    path = resolve_source(source)
+    if not Path(path).is_file():
+        raise ConfigError(f"evaluation.heldout: file not found: {path}")
+    found = read_prompts(path, config.limits)
+    if found.bad or not found.good:
+        first = f" (line {found.bad[0][0]}: {found.bad[0][1]})" if found.bad else ""
+        raise ConfigError(f"evaluation.heldout: {path}: {len(found.good)} usable prompts, "
+                          f"{len(found.bad)} bad{first}")
+    return [line.prompt for line in found.good]
 
 
 class Snapshots:

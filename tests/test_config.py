@@ -47,7 +47,10 @@ def test_issue_shape_loads() -> None:
 def test_embedded_default() -> None:
     c = default_config()
     assert c.broker.bootstrap_servers is None and c.target.model == "smollm2"
-    assert len(c.players) == 3 and c.judge.scoring == "logprobs"
+    assert [p.backend for p in c.players] == ["transformers", "reference", "transformers",
+                                              "transformers"]
+    assert c.judge.kind == "verifier" and c.evaluation.heldout is not None
+    assert c.web.enabled and c.web.port == 0  # the live page, on a free port
 
 
 @pytest.mark.parametrize("change, message", [

@@ -56,9 +56,12 @@ def secret_checks(config: Config, service: Service) -> list[CheckResult]:
 
 def file_checks(config: Config) -> list[CheckResult]:
     """Every file the config names exists: TLS material, test sets, a judge template."""
+    from arena_stream.datasets.prompts import resolve_source
     from arena_stream.judges.templates import BUILTIN_TEMPLATES
 
-    named = [(config.broker.ssl_cafile, "broker ssl_cafile"),
+    heldout = config.evaluation.heldout
+    named = [(resolve_source(heldout) if heldout else None, "evaluation heldout"),
+             (config.broker.ssl_cafile, "broker ssl_cafile"),
              (config.broker.ssl_certfile, "broker ssl_certfile"),
              (config.broker.ssl_keyfile, "broker ssl_keyfile"),
              *((path, "decontamination against") for path in config.decontamination.against)]

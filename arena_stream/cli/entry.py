@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "eval": "offline evaluation of every player on a test set",
     "consistency": "compare two leaderboards (Spearman, CI agreement, separability)",
     "rejudge": "re-judge past battles with a second judge, into a topic of their own",
+    "versions": "the target's versions: lineage, held-out rating and pass rate, per-round numbers",
     "costs": "tokens and cost by model and judge, and what is left of the budget",
 }
 

@@ -40,6 +40,10 @@ async def run_flywheel(
     async with running_worker(config) as app:
         await wait_until_ready(app)
         runtime = app.runtime
+        if app.web is not None:
+            print(f"live page: {app.web.url}", flush=True)
+        evaluations = Evaluations(tracker, app.wiring.heldout, config.target.name)
+        evaluations.expect(runtime.client(config.target.name).version)
         tasks = [asyncio.create_task(_follow(config, tracker), name="follow")]
         if config.training.enabled:
             trainer = TrainerService(config)
@@ -47,28 +51,77 @@ async def run_flywheel(
         display = Display(tracker, live=sys.stdout.isatty() and not as_json)
         try:
             with display:
-                for i, shard in enumerate(shards(lines, rounds)):
+                parts = shards(lines, rounds)
+                for i, shard in enumerate(parts):
                     if i > 0 and config.training.enabled:
                         await _wait_for_training(tracker, runtime, config, display, job_timeout)
+                        evaluations.expect_published()
                     tracker.expect([line.prompt.id for line in shard])
                     await publish_prompts(config, shard)
                     log.info("run.shard_published", shard=i + 1, prompts=len(shard))
-                    while not tracker.all_done():
-                        _check(tasks)
-                        display.refresh(f"shard {i + 1}/{rounds}")
-                        await asyncio.sleep(0.5)
-                    display.refresh(f"shard {i + 1}/{rounds} done")
+                    await _until_done(tracker, tasks, display, f"shard {i + 1}/{len(parts)}")
+                    display.refresh(f"shard {i + 1}/{len(parts)} done")
+                while config.training.enabled:  # what the last shard trained is evaluated too
+                    settled = await _wait_for_training(tracker, runtime, config, display,
+                                                       job_timeout)
+                    before = set(evaluations.expected)
+                    evaluations.expect_published()
+                    await _until_done(tracker, tasks, display, "held-out evaluation")
+                    # a job the last one's end fired (the schedule's next kind) comes too
+                    if not settled or (evaluations.expected == before
+                                       and not tracker.jobs_busy()):
+                        break
+                lineage = None
+                if app.wiring.heldout or tracker.versions:
+                    from arena_stream.cli.commands.versions import read_lineage
+
+                    lineage = await read_lineage(config)
         finally:
             stop.set()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-    _final_report(tracker, time.monotonic() - started, as_json=as_json)
+    _final_report(tracker, time.monotonic() - started, as_json=as_json, lineage=lineage)
     failure = tracker.verdict()
     if failure is not None:
         print(f"arena-stream run: FAILED: {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+class Evaluations:
+    """Which held-out evaluations the run waits for: one per target version it saw published.
+
+    The worker publishes them (streams/stages/evaluate.py); the run only expects their
+    prompt ids, so that it ends once every version's held-out battles are judged.
+    """
+
+    def __init__(self, tracker: Tracker, heldout: list[Any], target: str) -> None:
+        self.tracker = tracker
+        self.heldout = heldout
+        self.target = target
+        self.expected: set[int] = set()
+
+    def expect(self, version: int) -> None:
+        from arena_stream.streams.stages.evaluate import eval_id
+
+        if not self.heldout or version in self.expected:
+            return
+        self.expected.add(version)
+        self.tracker.expect([eval_id(version, p.id) for p in self.heldout])
+
+    def expect_published(self) -> None:
+        for v in self.tracker.versions:
+            if v.name == self.target:
+                self.expect(v.version)
+
+
+async def _until_done(tracker: Tracker, tasks: list[asyncio.Task[Any]], display: Display,
+                      phase: str) -> None:
+    while not tracker.all_done():
+        _check(tasks)
+        display.refresh(phase)
+        await asyncio.sleep(0.5)
 
 
 def _check(tasks: list[asyncio.Task[Any]]) -> None:
@@ -90,18 +143,20 @@ async def _follow(config: Config, tracker: Tracker) -> None:
 
 async def _wait_for_training(
     tracker: Tracker, runtime: Any, config: Config, display: Display, timeout: float
-) -> None:
-    """Let jobs fired by the last shard finish, and the worker switch to the newest version."""
+) -> bool:
+    """Let jobs fired by the last shard finish, and the worker switch to the newest version;
+    False when that did not happen within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     await asyncio.sleep(2.0)  # the trigger sees the last samples a moment after the ratings
     target = config.target.name
     while time.monotonic() < deadline:
         newest = max((v.version for v in tracker.versions if v.name == target), default=0)
         if not tracker.jobs_busy() and runtime.client(target).version >= newest:
-            return
+            return True
         display.refresh("training")
         await asyncio.sleep(0.5)
     log.warning("run.training_wait_timeout", seconds=timeout)
+    return False
 
 
 class Display:
@@ -160,19 +215,30 @@ class Display:
                      ratings_table(self.tracker.standings(), title="Live Elo"))
 
 
-def _final_report(tracker: Tracker, seconds: float, *, as_json: bool) -> None:
+def _final_report(tracker: Tracker, seconds: float, *, as_json: bool,
+                  lineage: Any = None) -> None:
+    import json
+
     import msgspec
 
     from arena_stream.cli.display import print_ratings
 
     rows = tracker.standings()
     if as_json:
-        print_ratings(rows, as_json=True)
+        if lineage is None:
+            print_ratings(rows, as_json=True)
+        else:
+            # one line, as without the lineage: the last line of the output is the result
+            print(json.dumps({"ratings": msgspec.to_builtins(rows),
+                              "lineage": msgspec.to_builtins(lineage)}))
         return
     c = tracker.counts()
     print(f"\nDone in {seconds:.0f} s: {c['prompts']} prompts, {c['judged']} battles judged, "
           f"{tracker.dead_letters} dead letters, versions: "
           + (", ".join(f"{v.name}@v{v.version} ({v.kind})" for v in tracker.versions) or "none"))
+    for player, n in sorted(tracker.skipped.items()):
+        print(f"{player} skipped {n} prompt(s) without metadata.reference (no battle against "
+              "it for those; see arena_stream/models/reference.py)")
     print_ratings(rows)
     if tracker.snapshot is not None:
         with contextlib.suppress(Exception):
@@ -181,3 +247,10 @@ def _final_report(tracker: Tracker, seconds: float, *, as_json: bool) -> None:
             for r in snap["rows"]:
                 print(f"  {r['rank']:>2}. {r['model']:<20} {r['rating']:7.1f} "
                       f"[{r['lower']:.1f}, {r['upper']:.1f}]  n={r['battles']}")
+    if lineage is not None:
+        from arena_stream.cli.commands.versions import lineage_lines, version_table
+
+        print("\nTarget versions (held-out: Bradley-Terry, 95% bootstrap interval):")
+        version_table(lineage)
+        for line in lineage_lines(lineage):
+            print(line)

@@ -30,6 +30,7 @@ from arena_stream.schemas import (
     decode,
     decode_jobs_record,
 )
+from arena_stream.streams.stages.evaluate import is_heldout
 
 TOPICS = ("generations", "battles", "ratings", "deadletter", "models", "jobs", "leaderboard")
 
@@ -60,6 +61,8 @@ class Tracker:
     snapshot: LeaderboardSnapshot | None = None
     dead_letters: int = 0
     dead_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+    # player -> prompts it skipped (a reference player and prompts without a reference)
+    skipped: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def expect(self, prompt_ids: list[str]) -> None:
         for pid in prompt_ids:
@@ -70,15 +73,26 @@ class Tracker:
         with contextlib.suppress(msgspec.MsgspecError):
             self._feed(topic_key, value)
 
+    def state_of(self, prompt_id: str) -> PromptState | None:
+        """A prompt the run waits for, or None. Held-out evaluation prompts are taken even
+        before the run expects them: the worker publishes them when a version is applied,
+        which can be before the run learns of that version, and their battles must count."""
+        state = self.prompts.get(prompt_id)
+        if state is None and is_heldout(prompt_id):
+            state = self.prompts[prompt_id] = PromptState()
+        return state
+
     def _feed(self, key: str, value: bytes) -> None:
         if key == "generations":
             gen = decode(value, Generation)
-            state = self.prompts.get(gen.prompt_id)
+            if not gen.ok and (gen.error or "").startswith("no_reference"):
+                self.skipped[gen.player] += 1
+            state = self.state_of(gen.prompt_id)
             if state is not None:
                 state.answered.add(gen.player)
         elif key == "battles":
             battle = decode(value, Battle)
-            state = self.prompts.get(battle.prompt_id)
+            state = self.state_of(battle.prompt_id)
             if state is not None:
                 state.expected = battle.of
                 state.battles.add(battle.id)
@@ -98,9 +112,9 @@ class Tracker:
             self.dead_reasons[f"{d.stage}/{d.reason}"] += 1
             if d.stage == "judge" and d.ref:
                 self.failed_battles.add(d.ref)
-            elif d.stage == "intake" and d.key in self.prompts:
+            elif d.stage == "intake" and d.key and self.state_of(d.key) is not None:
                 self.prompts[d.key].rejected = d.reason
-            elif d.reason == "no_battle" and d.ref in self.prompts:
+            elif d.reason == "no_battle" and d.ref and self.state_of(d.ref) is not None:
                 self.prompts[d.ref].rejected = d.reason
         elif key == "models":
             self.versions.append(decode(value, ModelVersion))

@@ -72,10 +72,26 @@ class PromptRead:
         return out
 
 
+BUNDLED_PREFIX = "bundled:"
+
+
 def bundled_prompts_path() -> Path:
+    """The embedded default's training prompts: the bundled instruction-following task."""
+    return bundled_path("instructions.jsonl")
+
+
+def bundled_path(name: str) -> Path:
+    """A file shipped in arena_stream/data (prompt sets of the embedded default)."""
     from importlib.resources import files
 
-    return Path(str(files("arena_stream").joinpath("data", "prompts.jsonl")))
+    return Path(str(files("arena_stream").joinpath("data", name)))
+
+
+def resolve_source(source: str) -> str:
+    """``bundled:NAME`` is a file shipped in arena_stream/data; anything else is as given."""
+    if source.startswith(BUNDLED_PREFIX):
+        return str(bundled_path(source[len(BUNDLED_PREFIX):]))
+    return source
 
 
 def converted_records(

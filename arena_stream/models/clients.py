@@ -663,4 +663,8 @@ def build_client(spec: ModelConfig, label: str) -> ChatClient:
         return TransformersClient(spec, label)
     if spec.backend == "vllm":
         return VLLMClient(spec, label)
+    if spec.backend == "reference":
+        from arena_stream.models.reference import ReferenceClient
+
+        return ReferenceClient(spec, label)
     raise ValueError(f"unknown backend {spec.backend!r}")

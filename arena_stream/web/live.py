@@ -43,17 +43,20 @@ from arena_stream.kafka.io import ensure_ready, tail, topic_name
 from arena_stream.ratings.judge_health import JudgeMonitor
 from arena_stream.ratings.standings import latest_ratings
 from arena_stream.schemas import (
+    Judgment,
     LeaderboardSnapshot,
     ModelVersion,
     RatingUpdate,
     decode,
 )
+from arena_stream.streams.stages.evaluate import is_heldout
 
 log = structlog.get_logger(__name__)
 
 TOPIC_KEYS = ("ratings", "leaderboard", "models", "judgments", "deadletter")
 MAX_POINTS = 500  # per target version in the history
 MAX_VERSIONS = 64  # target versions with a history, and versions listed
+MAX_HELDOUT = 20_000  # held-out evaluation judgments kept for the held-out curve
 SSE_MIN_INTERVAL_S = 0.5  # at most two pushes a second per client, however busy the stream
 SSE_KEEPALIVE_S = 15.0  # a comment line now and then keeps proxies from closing the stream
 
@@ -111,6 +114,9 @@ class LeaderboardView:
         self.history: OrderedDict[str, Series] = OrderedDict()
         self.positions: dict[tuple[str, int], int] = {}
         self.judge = judge or JudgeMonitor()
+        self.target = target
+        self.heldout: OrderedDict[str, Judgment] = OrderedDict()  # battle id -> judgment
+        self._heldout_fit: tuple[int, list[dict[str, Any]], str] | None = None
         self.updated = 0.0
         self.revision = 0
         self.changed = asyncio.Condition()
@@ -168,6 +174,14 @@ class LeaderboardView:
                 v.ts = ts
             self.versions.append(v)
             return True
+        if key == "judgments" and b'"eval:' in value:
+            j = decode(value, Judgment)
+            if is_heldout(j.prompt_id):
+                self.heldout[j.battle_id] = j
+                while len(self.heldout) > MAX_HELDOUT:
+                    self.heldout.popitem(last=False)
+                self.judge.add_record(key, value)
+                return True
         if key in ("judgments", "deadletter"):
             # a dead letter of another stage (intake, generation, training) changes nothing
             return self.judge.add_record(key, value)
@@ -184,6 +198,7 @@ class LeaderboardView:
     def payload(self) -> dict[str, Any]:
         """The JSON the page renders; its shape is the ``/api/leaderboard`` contract."""
         health = self.judge.report()
+        heldout = self.heldout_curve()
         return {
             "ratings": [msgspec.to_builtins(s) for s in latest_ratings(self.latest.values())],
             "snapshot": msgspec.to_builtins(self.snapshot) if self.snapshot else None,
@@ -201,8 +216,27 @@ class LeaderboardView:
             "judge_health": [msgspec.to_builtins(h) for h in health.players],
             "judges": [msgspec.to_builtins(q) for q in health.judges],
             "judge_warnings": health.warnings,
+            "heldout": heldout[0],
+            "heldout_verdict": heldout[1],
             "updated": self.updated,
         }
+
+    def heldout_curve(self) -> tuple[list[dict[str, Any]], str]:
+        """Each target version's held-out rating, interval and pass rate (refitted when the
+        held-out judgments change; see arena_stream/arena/lineage.py)."""
+        if not self.heldout:
+            return [], ""
+        count = len(self.heldout)
+        if self._heldout_fit is None or self._heldout_fit[0] != count:
+            from arena_stream.arena.lineage import build_lineage
+
+            lineage = build_lineage(self.target, models=[], jobs=[],
+                                    judgments=list(self.heldout.values()), rounds=100)
+            points = [{"model": r.model, "version": r.version,
+                       **msgspec.to_builtins(r.heldout)}
+                      for r in lineage.versions if r.heldout is not None]
+            self._heldout_fit = (count, points, lineage.verdict)
+        return self._heldout_fit[1], self._heldout_fit[2]
 
     async def notify(self) -> None:
         async with self.changed:

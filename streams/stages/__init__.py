@@ -14,5 +14,7 @@ write). In the order a prompt meets them:
 - :mod:`.rate` — incremental Elo in offset order, each judgment counted once;
 - :mod:`.route` — judgments involving the target become training samples;
 - :mod:`.trigger` — buffers that fire a training job at their threshold;
-- :mod:`.versions` — every worker plays the newest published version.
+- :mod:`.versions` — every worker plays the newest published version;
+- :mod:`.evaluate` — each new target version plays the held-out set (ids ``eval:v<N>:<id>``,
+  rated apart, never trained on).
 """

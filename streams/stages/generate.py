@@ -13,11 +13,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import structlog
+
 from arena_stream.arena.tokens import with_token_counts
 from arena_stream.models.clients import ChatClient
+from arena_stream.models.reference import SKIPPED, ReferenceClient, reference_answer
 from arena_stream.models.retry import CallFailed
 from arena_stream.schemas import Generation, Prompt, decode
 from arena_stream.streams.stages.base import Clock, Outcome, Record, failure, wall_clock
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -41,6 +46,8 @@ async def generate(record: Record, ctx: GenerateContext) -> Outcome:
         messages=prompt.messages, category=prompt.category, metadata=prompt.metadata,
         expected_players=ctx.expected_players, play=prompt.play,
     )
+    if isinstance(ctx.client, ReferenceClient):
+        return reference(prompt, base, ctx, out)
     started = asyncio.get_running_loop().time()
     messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
     try:
@@ -63,6 +70,29 @@ async def generate(record: Record, ctx: GenerateContext) -> Outcome:
             attempts=done.attempts, ts=ctx.now(),
         )
         gen = with_token_counts(gen)  # the server's usage, else counted
+        out.count(f"generate.{ctx.player}")
+    out.emit("generations", prompt.id, gen)
+    return out
+
+
+def reference(prompt: Prompt, base: dict[str, object], ctx: GenerateContext,
+              out: Outcome) -> Outcome:
+    """The reference player's answer: the prompt's ``metadata.reference``, or a visible skip.
+
+    A skip is a failed Generation (collect forms the other battles without
+    waiting), a counter and a log line, but no dead letter: prompts without a
+    reference are expected in a mixed prompt set (see arena_stream/models/reference.py).
+    """
+    answer = reference_answer(prompt.metadata)
+    if answer is None:
+        out.count(f"generate.{ctx.player}.skipped")
+        log.info("reference.skipped", player=ctx.player, prompt_id=prompt.id,
+                 reason="the prompt has no metadata.reference")
+        gen = Generation(**base, ok=False, attempts=0, ts=ctx.now(),  # type: ignore[arg-type]
+                         error=f"{SKIPPED}: the prompt has no metadata.reference")
+    else:
+        gen = with_token_counts(Generation(**base, answer=answer, attempts=0,  # type: ignore[arg-type]
+                                           ts=ctx.now()))
         out.count(f"generate.{ctx.player}")
     out.emit("generations", prompt.id, gen)
     return out

@@ -33,6 +33,7 @@ from arena_stream.streams.stages.base import (
     failure,
     wall_clock,
 )
+from arena_stream.streams.stages.evaluate import is_heldout
 
 TABLE = "prompt_digests"
 
@@ -71,7 +72,8 @@ async def intake(record: Record, ctx: IntakeContext) -> Outcome:
     except InvalidPrompt as exc:
         out.dead(failure("intake", exc.reason, exc.message, record))
         return out
-    if ctx.decontaminator is not None:
+    if ctx.decontaminator is not None and not is_heldout(prompt.id):
+        # (a held-out evaluation prompt is the test set itself; route keeps it from training)
         from arena_stream.models.embeddings import conversation_text
 
         check = ctx.decontaminator.check

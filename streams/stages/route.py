@@ -23,6 +23,7 @@ from arena_stream.streams.stages.base import (
     Store,
     wall_clock,
 )
+from arena_stream.streams.stages.evaluate import is_heldout
 
 TABLE = "routed"
 
@@ -49,6 +50,9 @@ def route(record: Record, store: Store, ctx: RouteContext) -> Outcome:
     out = Outcome()
     j = decode(record.value or b"", Judgment)
     if store.table(TABLE).get(j.battle_id) is not None:
+        return out
+    if is_heldout(j.prompt_id):  # held-out evaluation: rated, never trained on
+        out.count("route.heldout_skipped")
         return out
     samples = select_samples(j, ctx.routing, ctx.now())
     for sample in samples:

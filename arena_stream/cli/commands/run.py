@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="prompt shards played one after another (default: 2 with training, else 1)",
     )
     parser.add_argument("--no-train", action="store_true", help="do not run training jobs")
+    parser.add_argument("--no-eval", action="store_true",
+                        help="do not play the held-out set ([evaluation] heldout)")
     parser.add_argument("--job-timeout", type=float, default=900.0,
                         help="seconds to wait for training jobs between shards")
     parser.add_argument("--json", action="store_true", help="print the final standings as JSON")
@@ -51,6 +53,10 @@ def main(args: argparse.Namespace) -> int:
     if args.no_train:
         config = msgspec.structs.replace(
             config, training=msgspec.structs.replace(config.training, enabled=False)
+        )
+    if args.no_eval:
+        config = msgspec.structs.replace(
+            config, evaluation=msgspec.structs.replace(config.evaluation, heldout=None)
         )
     require_environment(config, "run")  # secrets, files, model directory: before starting
     path = args.prompts or str(bundled_prompts_path())
