@@ -44,7 +44,7 @@ from arena_stream.schemas import (
     SFTSample,
 )
 from arena_stream.streams.worker import running_worker, wait_until_ready
-from tests.conftest import judge_reply, length_judge
+from tests.conftest import both_brokers, judge_reply, length_judge
 from tests.helpers import count, events, prompt, publish_raw, wait_for
 from tests.openai_stub import OpenAIStub, Reply, completion
 
@@ -344,6 +344,7 @@ async def crash_and_restart(
     assert worker.starts == len(interruptions) + 1
 
 
+@both_brokers
 async def test_sigkill_while_generating_and_while_judging_loses_and_doubles_nothing(
     make_config, tmp_path, workers
 ) -> None:
@@ -353,6 +354,7 @@ async def test_sigkill_while_generating_and_while_judging_loses_and_doubles_noth
     ])
 
 
+@both_brokers
 async def test_sigkill_while_judges_finish_out_of_order_loses_nothing(
     make_config, tmp_path, workers
 ) -> None:
@@ -365,6 +367,7 @@ async def test_sigkill_while_judges_finish_out_of_order_loses_nothing(
     ], judge_concurrency=6, delay=(0.01, 0.8))
 
 
+@both_brokers
 async def test_sigkill_while_the_first_battle_is_still_judged_loses_it_not(
     make_config, tmp_path, workers
 ) -> None:
@@ -376,6 +379,7 @@ async def test_sigkill_while_the_first_battle_is_still_judged_loses_it_not(
     ], judge_concurrency=6, delay=(0.01, 0.05), slow={"judge": 1}, slow_s=10.0)
 
 
+@both_brokers
 async def test_sigkill_after_a_slow_start_loses_nothing(make_config, tmp_path, workers) -> None:
     # Every model takes 2 s over its first answers, while faust is still settling its
     # consumer group: events it fetched then were seen skipped and committed unprocessed.
@@ -384,6 +388,7 @@ async def test_sigkill_after_a_slow_start_loses_nothing(make_config, tmp_path, w
     ], slow={"t": 2, "c": 2, "d": 2, "judge": 2})
 
 
+@both_brokers
 async def test_sigterm_mid_run_then_restart_gives_exact_counts(
     make_config, tmp_path, workers
 ) -> None:
