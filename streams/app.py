@@ -262,6 +262,10 @@ def create_app(config: Config, runtime: Runtime | None = None) -> Wiring:
         logging_config=None,
     )
     settings.update(quirks.faust_settings())
+    if config.broker.session_timeout_s is not None:
+        session = config.broker.session_timeout_s
+        settings.update(broker_session_timeout=session, broker_rebalance_timeout=session,
+                        broker_heartbeat_interval=min(3.0, session / 3))
     app = faust.App(config.app_id, **settings)
     quirks.apply_to_faust(app)
     commits.install(app)  # faust's own commit rule can step over unfinished work
