@@ -232,7 +232,6 @@ async def ensure_topics(config: Config, topics: Mapping[str, int | TopicPlan]) -
         if missing:
             await admin.create_topics(missing)
             log.info("broker.topics_created", topics=[t.name for t in missing])
-            await _wait_until_led(admin, {t.name: plans[t.name].partitions for t in missing})
         described = await admin.describe_topics([n for n in plans if n in existing])
         for d in described:
             want = plans[d["topic"]].partitions if d["topic"] in plans else None
@@ -244,34 +243,6 @@ async def ensure_topics(config: Config, topics: Mapping[str, int | TopicPlan]) -
             await _correct_configs(admin, stale)
     finally:
         await admin.close()
-
-
-async def _wait_until_led(admin: Any, created: Mapping[str, int], timeout: float = 30.0) -> None:
-    """Wait until every new topic is in the metadata with a leader for each partition.
-
-    Apache Kafka answers CreateTopics once the controller has the topic, before the
-    broker has loaded it: a client that sends or reads straight away is told the topic
-    does not exist, or ``NotLeaderForPartition`` (found by running the stream tests on
-    Apache Kafka 4.4; Tansu creates synchronously). All topics' metadata is asked, never
-    named ones, so a broker that auto-creates topics creates nothing here.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        described = {t["topic"]: t for t in await admin.describe_topics()}
-        waiting = sorted(
-            name for name, want in created.items()
-            if name not in described
-            or described[name].get("error_code")
-            or len(described[name].get("partitions") or []) < want
-            or any(p.get("error_code") or p.get("leader", -1) < 0
-                   for p in described[name]["partitions"])
-        )
-        if not waiting:
-            return
-        if time.monotonic() > deadline:
-            log.warning("broker.topics_not_led", topics=waiting, waited_s=timeout)
-            return
-        await asyncio.sleep(0.1)
 
 
 DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' source of a value set on the topic itself
