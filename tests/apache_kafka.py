@@ -162,6 +162,8 @@ class ApacheKafka:
                 "-Dlog4j2.level=warn", "-cp", f"{lib}/*", *args]
 
     def start(self, timeout: float = 120.0) -> ApacheKafka:
+        if shutil.which("java") is None:  # even with the jars cached from an earlier run
+            raise KafkaUnavailable("Apache Kafka tests need java on PATH (OpenJDK 17+)")
         lib = broker_jars(self.version)
         started = time.monotonic()
         self.port, self.controller_port = free_port(), free_port()
