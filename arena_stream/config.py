@@ -65,6 +65,11 @@ class BrokerConfig(_Section):
     exactly_once: bool = False  # faust processing_guarantee; correctness never needs it
     # Which broker's quirks to work around: "auto" = tansu when embedded, else kafka.
     flavor: Literal["auto", "kafka", "tansu"] = "auto"
+    # How long the group waits for a silent worker before its partitions move to the
+    # others (consumer-group session and rebalance timeout): the pause after a crash.
+    # None: 6 s on the embedded broker, faust's 60 s on Kafka. Kafka refuses values
+    # outside its group.min/max.session.timeout.ms (6 s .. 30 min by default).
+    session_timeout_s: Positive | None = None
 
 
 class ModelConfig(_Section):

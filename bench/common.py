@@ -235,10 +235,8 @@ def command_line() -> str:
 
 async def end_offsets(config: Any, keys: list[str]) -> dict[str, int]:
     """Total true end offset per topic (registry key or full name; all partitions)."""
-    from aiokafka import TopicPartition
-
     from arena_stream.kafka.broker import Quirks, true_end_offsets
-    from arena_stream.kafka.io import consumer
+    from arena_stream.kafka.io import consumer, partitions
     from arena_stream.kafka.topics import Topics
 
     reader = reader_config(config)
@@ -250,9 +248,10 @@ async def end_offsets(config: Any, keys: list[str]) -> dict[str, int]:
         except KeyError:
             names[key] = key  # a changelog or another full name
     async with consumer(reader) as c:
-        await c.topics()
-        tps = [TopicPartition(name, p) for name in names.values()
-               for p in sorted(c.partitions_for_topic(name) or [])]
+        tps = []
+        for name in names.values():
+            with contextlib.suppress(KeyError):  # not created yet: nothing in it
+                tps += await partitions(c, name)
         c.assign(tps)
         ends = await true_end_offsets(c, tps, Quirks.for_broker(reader.broker))
     return {key: sum(v for tp, v in ends.items() if tp.topic == name)

@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from arena_stream.config import Config, load
 from arena_stream.kafka.broker import Quirks, client_settings
-from arena_stream.kafka.io import topic_name
+from arena_stream.kafka.io import partitions, topic_name
 from arena_stream.streams.worker import prepare
 
 Record = Any
@@ -137,8 +137,7 @@ class Floor:
         await c.start()
         self.consumers.append(c)
         name = topic_name(self.config, key)
-        await c.topics()
-        tps = [TopicPartition(name, p) for p in sorted(c.partitions_for_topic(name) or [])]
+        tps = await partitions(c, name)
         c.assign(tps)
         await c.seek_to_end(*tps)
         for tp in tps:

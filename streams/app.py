@@ -260,9 +260,22 @@ def create_app(config: Config, runtime: Runtime | None = None) -> Wiring:
         processing_guarantee="exactly_once" if config.broker.exactly_once else "at_least_once",
         datadir=str(datadir),
         stream_buffer_maxsize=1024,  # bounded in-flight work per stream
+        # A rebalance must not wait for the events in flight to be acknowledged: with
+        # several agents on one topic (one per player) faust's clearing of their queues
+        # drops a message's remaining references unacknowledged, and the revoke waited
+        # for it for ever ("wait_empty: Waiting for tasks"). The worker then fell out of
+        # the group and nobody consumed its partitions again (two workers on Apache
+        # Kafka, one killed: tests/test_faults.py). Not waiting is safe here: the commit
+        # guard commits only finished work, acknowledgements of a past generation do not
+        # count, and the new owner redoes what was in flight (every stage is idempotent).
+        stream_wait_empty=False,
         logging_config=None,
     )
     settings.update(quirks.faust_settings())
+    if config.broker.session_timeout_s is not None:
+        session = config.broker.session_timeout_s
+        settings.update(broker_session_timeout=session, broker_rebalance_timeout=session,
+                        broker_heartbeat_interval=min(3.0, session / 3))
     app = faust.App(config.app_id, **settings)
     quirks.apply_to_faust(app)
     commits.install(app)  # faust's own commit rule can step over unfinished work

@@ -1,7 +1,12 @@
-"""Shared fixtures: one real embedded broker per session, real HTTP model servers.
+"""Shared fixtures: real brokers started once per session, real HTTP model servers.
 
-Each test gets its own topic prefix and consumer-group id, so tests share the
+Each test gets its own topic prefix and consumer-group id, so tests share a
 broker without seeing each other's messages.
+
+``broker`` is the embedded Tansu broker unless a test asks for both:
+``@both_brokers`` (or ``pytestmark = both_brokers``) runs the same test body
+once on Tansu and once on Apache Kafka (:mod:`tests.apache_kafka`), each broker
+started at most once per session.
 """
 
 from __future__ import annotations
@@ -18,16 +23,52 @@ import pytest
 
 from arena_stream.config import Config, loads
 from arena_stream.kafka.broker import EmbeddedBroker
+from tests.apache_kafka import ApacheKafka, KafkaUnavailable, required
 from tests.openai_stub import OpenAIStub, Reply, completion
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+BROKERS = ("tansu", "kafka")
+both_brokers = pytest.mark.parametrize("broker", BROKERS, indirect=True)
+
+
 @pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedBroker]:
+def tansu_broker() -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker() as b:
         yield b
+
+
+_kafka_failure: list[str] = []  # why Apache Kafka is unavailable: said once, not per test
+
+
+@pytest.fixture(scope="session")
+def apache_kafka() -> Iterator[ApacheKafka]:
+    """A real Apache Kafka 4.x node for the session, or a skip (a failure when required)."""
+    kafka = ApacheKafka()
+    if not _kafka_failure:
+        try:
+            kafka.start()
+        except KafkaUnavailable as exc:
+            _kafka_failure.append(f"Apache Kafka unavailable: {exc}")
+    if _kafka_failure:
+        if required():
+            pytest.fail(_kafka_failure[0])
+        pytest.skip(_kafka_failure[0])
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> EmbeddedBroker | ApacheKafka:
+    """The broker this test runs on: Tansu, or the param ``@both_brokers`` gives."""
+    kind = getattr(request, "param", "tansu")
+    if kind == "kafka":
+        return request.getfixturevalue("apache_kafka")
+    return request.getfixturevalue("tansu_broker")
 
 
 def judge_reply(score_1: float, score_2: float, explanation: str = "ok") -> Reply:
@@ -63,6 +104,7 @@ def stub() -> Iterator[OpenAIStub]:
 def config_text(
     *, bootstrap: str, url: str, prefix: str, app_id: str, extra: str = "",
     players: str | None = None, judge_url: str | None = None, data_dir: str = ".arena-stream",
+    flavor: str = "tansu",
 ) -> str:
     players = players or f"""
 [[players]]
@@ -80,14 +122,18 @@ base_url = "{url}"
 model = "c"
 backoff_s = 0.01
 """
+    # On Apache Kafka a killed worker's partitions move after the group's session
+    # timeout (faust's default: 60 s); the fault suite kills workers, so the tests use
+    # the broker's minimum, as the Tansu settings do.
+    session = "session_timeout_s = 6.0\n" if flavor == "kafka" else ""
     return f"""
 app_id = "{app_id}"
 data_dir = "{data_dir}"
 
 [broker]
 bootstrap_servers = "{bootstrap}"
-flavor = "tansu"
-topic_prefix = "{prefix}"
+flavor = "{flavor}"
+{session}topic_prefix = "{prefix}"
 partitions = 2
 {players}
 [judge]
@@ -108,11 +154,12 @@ enabled = false
 
 
 @pytest.fixture
-def make_config(broker: EmbeddedBroker, tmp_path: Path) -> Any:
+def make_config(broker: EmbeddedBroker | ApacheKafka, tmp_path: Path) -> Any:
     def make(url: str, **kw: Any) -> Config:
         tag = uuid.uuid4().hex[:8]
         text = config_text(bootstrap=broker.address, url=url, prefix=f"t{tag}.",
-                           app_id=f"test-{tag}", data_dir=str(tmp_path / "data"), **kw)
+                           app_id=f"test-{tag}", data_dir=str(tmp_path / "data"),
+                           flavor=broker.flavor, **kw)
         return loads(text)
 
     return make

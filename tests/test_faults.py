@@ -44,7 +44,7 @@ from arena_stream.schemas import (
     SFTSample,
 )
 from arena_stream.streams.worker import running_worker, wait_until_ready
-from tests.conftest import judge_reply, length_judge
+from tests.conftest import both_brokers, judge_reply, length_judge
 from tests.helpers import count, events, prompt, publish_raw, wait_for
 from tests.openai_stub import OpenAIStub, Reply, completion
 
@@ -305,6 +305,13 @@ async def crash_and_restart(
             ) from None
         assert worker.signal(signal.SIGTERM, timeout=45) == 0, worker.log()[-3000:]
 
+    await assert_each_battle_counted_once(config, n, competitors)
+    assert worker.starts == len(interruptions) + 1
+
+
+async def assert_each_battle_counted_once(config: Config, n: int, competitors: int) -> None:
+    """Exact counts after a run of prompts ``p00``.. with three players, and audit agrees."""
+    want = {"target@v0": n * competitors, "comp": n, "d": n}
     battles = await events(config, "battles", Battle)
     judgments = await events(config, "judgments", Judgment)
     ratings = await events(config, "ratings", RatingUpdate)
@@ -341,9 +348,9 @@ async def crash_and_restart(
     report = await audit(config)
     assert report.ok, report.render()
     assert report.judgments - report.duplicates == n * competitors
-    assert worker.starts == len(interruptions) + 1
 
 
+@both_brokers
 async def test_sigkill_while_generating_and_while_judging_loses_and_doubles_nothing(
     make_config, tmp_path, workers
 ) -> None:
@@ -353,6 +360,7 @@ async def test_sigkill_while_generating_and_while_judging_loses_and_doubles_noth
     ])
 
 
+@both_brokers
 async def test_sigkill_while_judges_finish_out_of_order_loses_nothing(
     make_config, tmp_path, workers
 ) -> None:
@@ -365,6 +373,7 @@ async def test_sigkill_while_judges_finish_out_of_order_loses_nothing(
     ], judge_concurrency=6, delay=(0.01, 0.8))
 
 
+@both_brokers
 async def test_sigkill_while_the_first_battle_is_still_judged_loses_it_not(
     make_config, tmp_path, workers
 ) -> None:
@@ -376,6 +385,7 @@ async def test_sigkill_while_the_first_battle_is_still_judged_loses_it_not(
     ], judge_concurrency=6, delay=(0.01, 0.05), slow={"judge": 1}, slow_s=10.0)
 
 
+@both_brokers
 async def test_sigkill_after_a_slow_start_loses_nothing(make_config, tmp_path, workers) -> None:
     # Every model takes 2 s over its first answers, while faust is still settling its
     # consumer group: events it fetched then were seen skipped and committed unprocessed.
@@ -384,6 +394,7 @@ async def test_sigkill_after_a_slow_start_loses_nothing(make_config, tmp_path, w
     ], slow={"t": 2, "c": 2, "d": 2, "judge": 2})
 
 
+@both_brokers
 async def test_sigterm_mid_run_then_restart_gives_exact_counts(
     make_config, tmp_path, workers
 ) -> None:
@@ -391,6 +402,57 @@ async def test_sigterm_mid_run_then_restart_gives_exact_counts(
         ("startup", 0, signal.SIGTERM),  # while faust starts: it used to hang here
         ("judgments", 10, signal.SIGTERM),
     ])
+
+
+@both_brokers
+async def test_two_workers_share_the_stream_and_one_killed_loses_nothing(
+    make_config, tmp_path, workers
+) -> None:
+    """Two workers in one group split the partitions; one is SIGKILLed while judging, the
+    other takes its partitions over (the group's session timeout), and every battle is
+    still judged and counted exactly once; audit agrees."""
+    with OpenAIStub(with_delay(length_judge, 0.05, 0.1)) as stub:
+        url = stub.base_url
+        players = (player("target", url, "t", role="target", concurrency=1)
+                   + player("comp", url, "c", concurrency=1)
+                   + player("d", url, "d", concurrency=1))
+        config = make_config(url, players=players)
+        n, competitors = N_PROMPTS, 2
+        pair = []
+        for name in ("a", "b"):  # one group (app id), each its own data dir
+            own = msgspec.structs.replace(config, data_dir=str(tmp_path / f"data-{name}"))
+            cfg_file = tmp_path / f"worker-{name}.toml"
+            cfg_file.write_bytes(msgspec.toml.encode(own))
+            pair.append(WorkerProcess(cfg_file, tmp_path / f"worker-{name}.log"))
+        workers.extend(pair)
+        a, b = pair
+        await publish_raw(config, [prompt(f"p{i:02d}", f"question {i}") for i in range(n)])
+        a.start()
+        b.start()
+
+        async def judging() -> bool:
+            return await count(config, "judgments") >= 10
+
+        await wait_for(judging, timeout=90, interval=0.2)
+        assert await count(config, "judgments") < n * competitors, "all judged before the kill"
+        assert a.signal(signal.SIGKILL) == -signal.SIGKILL
+        want = {"target@v0": n * competitors, "comp": n, "d": n}
+
+        async def finished() -> bool:
+            if last_ratings(await events(config, "ratings", RatingUpdate)) != want:
+                return False
+            flywheel = (await table_state(config, "buffers")).get("flywheel") or {}
+            waiting = flywheel.get("waiting", {})
+            return len(waiting.get("sft", [])) >= n and len(waiting.get("dpo", [])) >= n
+
+        try:
+            await wait_for(finished, timeout=120, interval=0.5)
+        except TimeoutError:
+            raise AssertionError(
+                f"not finished: {last_ratings(await events(config, 'ratings', RatingUpdate))}"
+                f"\n{b.log()[-4000:]}") from None
+        assert b.signal(signal.SIGTERM, timeout=45) == 0, b.log()[-3000:]
+    await assert_each_battle_counted_once(config, n, competitors)
 
 
 # -- 2: model-server faults inside the stream -----------------------------------------------
@@ -644,6 +706,7 @@ async def test_bad_judge_replies_are_retried_then_dead_lettered_never_rated(make
 # -- 4: bad input next to good input --------------------------------------------------------
 
 
+@both_brokers
 async def test_non_object_json_and_oversized_prompts_are_dead_lettered_alone(
     make_config, stub
 ) -> None:
@@ -677,6 +740,7 @@ async def test_non_object_json_and_oversized_prompts_are_dead_lettered_alone(
 # -- 6: an API key never leaves the process -------------------------------------------------
 
 
+@both_brokers
 @pytest.mark.parametrize("as_mounted", [False, True], ids=["plain", "trailing-newline"])
 async def test_api_key_never_appears_in_worker_logs_or_dead_letters(
     make_config, tmp_path, workers, as_mounted: bool

@@ -1,4 +1,4 @@
-"""Restarts, replay and audit on the embedded broker, through the real CLI where users use it."""
+"""Restarts, replay and audit on both brokers, through the real CLI where users use it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from arena_stream.kafka.replay import read_window
 from arena_stream.ratings.audit import audit
 from arena_stream.schemas import Generation, Judgment, RatingUpdate
 from arena_stream.streams.worker import running_worker, wait_until_ready
+from tests.conftest import both_brokers
 from tests.helpers import count, events, prompt, publish_raw, wait_for
+
+pytestmark = both_brokers
 
 
 async def run_until(

@@ -24,7 +24,12 @@ memory storage only). Measured limits it has and Apache Kafka does not:
   few milliseconds (measured: p50 368 ms at 1500 ms, 3-6 ms at 20-100 ms),
   at the price of ~40 empty fetches a second per idle consumer.
 
-On Apache Kafka none of these apply and standard settings are used.
+On Apache Kafka none of these apply and standard settings are used; the tests
+marked ``both_brokers`` run the stream, the fault suite and the restart/audit tests
+on a real Apache Kafka 4.4 node to prove it (``tests/apache_kafka.py``). Tansu's
+answers also differ where no workaround is needed but code must not depend on them:
+its metadata responses list every topic whatever was asked (see
+:func:`arena_stream.kafka.io.partitions`).
 """
 
 from __future__ import annotations
@@ -338,6 +343,8 @@ def _die_with_parent() -> None:
 
 class EmbeddedBroker:
     """The bundled Tansu broker in a child process, memory storage, on loopback."""
+
+    flavor = "tansu"  # the [broker] flavor whose quirks apply to it
 
     def __init__(self, port: int = 0) -> None:
         self.port = port or free_port()

@@ -85,11 +85,18 @@ async def consumer(config: Config) -> AsyncIterator[AIOKafkaConsumer]:
 
 
 async def partitions(c: AIOKafkaConsumer, name: str) -> list[TopicPartition]:
-    # Ask for all topics' metadata, never one topic by name: a broker that
-    # auto-creates topics would create a misspelled one with the wrong partitions.
-    if name not in await c.topics():
-        raise KeyError(f"topic {name!r} does not exist")
-    ids = c.partitions_for_topic(name)
+    """The partitions of an existing topic (KeyError if there is none).
+
+    All topics' metadata is asked, never one topic by name: a broker that
+    auto-creates topics would create a misspelled one with the wrong partitions.
+    The partitions are read from that same answer: ``c.topics()`` throws it away,
+    and ``c.partitions_for_topic`` only knows the topics the consumer already
+    tracks. Tansu answers every metadata request with all topics, which hid this;
+    on Apache Kafka a consumer that assigns itself partitions tracks none, and
+    every read found "no partitions" (the same request aiokafka's ``topics()`` makes).
+    """
+    cluster = await c._client.fetch_all_metadata()
+    ids = cluster.partitions_for_topic(name) if name in cluster.topics() else None
     if not ids:
         raise KeyError(f"topic {name!r} does not exist")
     return [TopicPartition(name, p) for p in sorted(ids)]
