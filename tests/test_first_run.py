@@ -235,3 +235,42 @@ async def test_one_shot_command_against_no_broker_is_one_line(tmp_path, capsys) 
     assert "broker.waiting" in err[0]  # it said it was waiting, then gave up in one line
     assert err[-1].startswith("arena-stream audit: error: cannot reach the Kafka broker at")
     assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_run_stops_in_order_on_ctrl_c(broker, tmp_path, sig: str) -> None:
+    """Ctrl-C (or a SIGTERM) while players are answering: ``run`` stops within seconds, says
+    so in one line, exits 130, and leaves no traceback. faust's worker installs handlers of
+    its own that stopped faust alone and left the run waiting for ever."""
+    import signal as signals
+
+    def slow_players(path: str, body: dict) -> Reply:
+        reply = length_judge(path, body)
+        if body["model"] != "judge":
+            reply.delay_s = 60.0  # still answering when the signal comes
+        return reply
+
+    with OpenAIStub(slow_players) as stub:
+        text = config_text(bootstrap=broker.address, url=stub.base_url, prefix=f"first8{sig}.",
+                           app_id=f"first-8-{sig}", data_dir=str(tmp_path / "data"))
+        run = subprocess.Popen(
+            [sys.executable, "-m", "arena_stream.cli", "run", "--config",
+             _write(tmp_path, text), "--limit", "2", "--no-train"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while not any(p.endswith("/chat/completions") and b["model"] != "judge"
+                          for p, b, _ in list(stub.requests)):
+                assert run.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+            run.send_signal(getattr(signals, sig))
+            started = time.monotonic()
+            _, stderr = run.communicate(timeout=45)
+        finally:
+            if run.poll() is None:
+                run.kill()
+    assert run.returncode == 130, stderr[-2000:]
+    assert time.monotonic() - started < 45
+    assert "arena-stream run: interrupted" in stderr
+    assert "Traceback" not in stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import time
 from typing import Any
@@ -14,7 +15,7 @@ from arena_stream.cli.progress import TOPICS, Tracker
 from arena_stream.config import Config, ConfigError
 from arena_stream.datasets.prompts import PromptLine, publish_prompts
 from arena_stream.kafka.io import tail
-from arena_stream.streams.worker import running_worker, wait_until_ready
+from arena_stream.streams.worker import RunningWorker, running_worker, wait_until_ready
 
 log = structlog.get_logger(__name__)
 
@@ -29,14 +30,46 @@ async def run_flywheel(
     as_json: bool = False,
 ) -> int:
     from arena_stream.models.preflight import check_base_checkpoint, require
-    from arena_stream.trainers.service import TrainerService
 
     base = check_base_checkpoint(config)
     if base is not None:
         require([base])  # before anything starts: a wrong checkpoint is a config error
     tracker = Tracker(config)
     started = time.monotonic()
-    stop = asyncio.Event()
+    signalled = asyncio.Event()
+    try:
+        return await _run(config, lines, rounds, job_timeout, as_json, tracker, started,
+                          signalled)
+    except asyncio.CancelledError:
+        if not signalled.is_set():
+            raise
+        # Ctrl-C or SIGTERM: faust stopped itself and the run followed, everything closed
+        print("arena-stream run: interrupted", file=sys.stderr)
+        return 130
+
+
+def _interrupt(main: asyncio.Task[Any], signalled: asyncio.Event) -> None:
+    signalled.set()
+    main.cancel()
+
+
+async def _interrupt_when_stopped(
+    app: RunningWorker, main: asyncio.Task[Any], signalled: asyncio.Event
+) -> None:
+    """A worker that stopped on its own (a crashed service) ends the run instead of leaving
+    it waiting for ever."""
+    await app.wait_until_stopped()
+    _interrupt(main, signalled)
+
+
+async def _run(
+    config: Config, lines: list[PromptLine], rounds: int, job_timeout: float, as_json: bool,
+    tracker: Tracker, started: float, signalled: asyncio.Event,
+) -> int:
+    from arena_stream.trainers.service import TrainerService
+
+    stop = asyncio.Event()  # tells the trainer service to finish
+
     async with running_worker(config) as app:
         await wait_until_ready(app)
         runtime = app.runtime
@@ -45,6 +78,15 @@ async def run_flywheel(
         evaluations = Evaluations(tracker, app.wiring.heldout, config.target.name)
         evaluations.expect(runtime.client(config.target.name).version)
         tasks = [asyncio.create_task(_follow(config, tracker), name="follow")]
+        main = asyncio.current_task()
+        assert main is not None
+        # mode's worker put its own SIGINT/SIGTERM handlers on the loop, which stop faust
+        # under the run's feet; the run takes them back and stops in order instead (the
+        # finally below, then running_worker's), as at its normal end.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _interrupt, main, signalled)
+        watcher = asyncio.create_task(_interrupt_when_stopped(app, main, signalled))
         if config.training.enabled:
             trainer = TrainerService(config)
             tasks.append(asyncio.create_task(trainer.serve(stop), name="trainer"))
@@ -77,6 +119,7 @@ async def run_flywheel(
 
                     lineage = await read_lineage(config)
         finally:
+            watcher.cancel()
             stop.set()
             for task in tasks:
                 task.cancel()
