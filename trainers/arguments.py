@@ -194,6 +194,8 @@ def report_to_problems(report_to: str | list[str]) -> list[str]:
         return ['training.report_to: an empty list; use "none" for no tracking']
     if len(names) > 1 and any(n in REPORT_SPECIAL for n in names):
         return [f'training.report_to: "none" and "all" stand alone, not in a list ({names})']
+    if all(n in REPORT_SPECIAL for n in names):
+        return []  # the default: no need to read transformers' source on every config load
     known = integrations()
     if known is None:
         return []  # no transformers here: the trainer checks it
