@@ -116,6 +116,7 @@ class LeaderboardView:
         self.judge = judge or JudgeMonitor()
         self.target = target
         self.heldout: OrderedDict[str, Judgment] = OrderedDict()  # battle id -> judgment
+        self._heldout_added = 0  # held-out judgments taken so far: the fit's cache key
         self._heldout_fit: tuple[int, list[dict[str, Any]], str] | None = None
         self.updated = 0.0
         self.revision = 0
@@ -178,6 +179,7 @@ class LeaderboardView:
             j = decode(value, Judgment)
             if is_heldout(j.prompt_id):
                 self.heldout[j.battle_id] = j
+                self._heldout_added += 1  # not len(): full, or a battle re-judged, keeps it
                 while len(self.heldout) > MAX_HELDOUT:
                     self.heldout.popitem(last=False)
                 self.judge.add_record(key, value)
@@ -226,7 +228,7 @@ class LeaderboardView:
         held-out judgments change; see arena_stream/arena/lineage.py)."""
         if not self.heldout:
             return [], ""
-        count = len(self.heldout)
+        count = self._heldout_added
         if self._heldout_fit is None or self._heldout_fit[0] != count:
             from arena_stream.arena.lineage import build_lineage
 
