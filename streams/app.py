@@ -408,7 +408,8 @@ class Wiring:
         """Feed what was sent to the worker's telemetry and budget."""
         telemetry = self.runtime.telemetry
         for e, (topic, _, value) in zip(outcome.emits, encoded, strict=True):
-            if isinstance(e.event, Generation):
+            # an answer without a call (reference, reused held-out answer) has no latency
+            if isinstance(e.event, Generation) and not (e.event.ok and e.event.attempts == 0):
                 telemetry.generation_seconds.labels(
                     e.event.player, "true" if e.event.ok else "false").observe(e.event.latency_s)
             if topic in ("judgments", "deadletter") and telemetry.judges is not None:
@@ -589,12 +590,16 @@ class Wiring:
     def generator(self, player: str, concurrency: int, expected: list[str]) -> None:
         """One agent per player, so a slow player queues only its own work."""
         rt, config = self.runtime, self.config
+        # the target is what an evaluation measures: only its opponents' answers are reused
+        memo = (None if config.player(player).role == "target"
+                else generate.HeldoutAnswers())
 
         def context() -> generate.GenerateContext:
             # Built per event: the client's version changes when a new one is published.
             return generate.GenerateContext(
                 player=player, client=rt.client(player), rated_name=rt.rated_name(player),
                 expected_players=expected, deadline_s=config.battles.deadline_s,
+                heldout_answers=memo,
             )
 
         async def generate_agent(stream: faust.StreamT) -> None:

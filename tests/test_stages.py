@@ -172,6 +172,42 @@ async def test_generate_answers_or_reports_the_failure() -> None:
         await down.aclose()
 
 
+async def test_an_opponent_answers_each_heldout_prompt_once_per_version() -> None:
+    """Every target version's evaluation meets the same opponent answers, asked for once."""
+    calls: list[str] = []
+
+    def handler(path: str, body: dict[str, Any]) -> Reply:
+        calls.append(body["messages"][-1]["content"])
+        return Reply(body=completion(f"answer {len(calls)}"))
+
+    with OpenAIStub(handler) as stub:
+        client = OpenAIClient(ModelConfig(backend="openai", base_url=stub.base_url, model="m"),
+                              "c")
+        memo = generate.HeldoutAnswers(limit=2)
+        ctx = generate.GenerateContext(player="c", client=client, rated_name="c",
+                                       expected_players=["t", "c"], deadline_s=30, now=clock(),
+                                       heldout_answers=memo)
+        rec = Offsets()
+        first = (await generate.generate(rec("accepted", prompt("eval:v0:h1")), ctx))
+        second = (await generate.generate(rec("accepted", prompt("eval:v1:h1")), ctx))
+        [a], [b] = first.events("generations"), second.events("generations")
+        assert len(calls) == 1 and a.answer == b.answer == "answer 1"
+        assert b.id == "eval:v1:h1/c" and b.prompt_id == "eval:v1:h1" and b.attempts == 0
+        assert a.attempts == 1 and second.counters["generate.c.reused"] == 1
+
+        # another text under the same held-out id, a training prompt, or a new version of
+        # the opponent: asked again
+        other = Prompt(id="eval:v2:h1", messages=[Message("user", "What is 3+3?")])
+        await generate.generate(rec("accepted", other), ctx)
+        await generate.generate(rec("accepted", prompt("p1")), ctx)
+        await generate.generate(rec("accepted", prompt("p1")), ctx)
+        assert len(calls) == 4
+        ctx.rated_name = "c@v1"
+        await generate.generate(rec("accepted", prompt("eval:v3:h1")), ctx)
+        assert len(calls) == 5 and len(memo.answers) == 2  # bounded: the oldest went
+        await client.aclose()
+
+
 # -- collect --------------------------------------------------------------------------------
 
 

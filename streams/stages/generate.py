@@ -6,12 +6,22 @@ queues only its own work. Every prompt yields exactly one ``Generation`` per
 player asked: an answer, or ``ok = False`` with the reason (and a dead letter)
 after the client's retries or the battle deadline, so that collect never
 waits for an answer that will not come.
+
+Held-out evaluations (:mod:`~arena_stream.streams.stages.evaluate`) replay the
+same prompts for every target version. An opponent's model has not changed
+between them, so its answer is taken once per (player, version, prompt) and
+reused (:class:`HeldoutAnswers`): every version of the target meets the very
+same opponent answers, which is what makes their held-out ratings comparable,
+and an evaluation costs the target's answers only. A reused answer says so:
+``attempts = 0`` (no call was made) and the first answer's latency and tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import collections
+import hashlib
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -21,8 +31,42 @@ from arena_stream.models.reference import SKIPPED, ReferenceClient, reference_an
 from arena_stream.models.retry import CallFailed
 from arena_stream.schemas import Generation, Prompt, decode
 from arena_stream.streams.stages.base import Clock, Outcome, Record, failure, wall_clock
+from arena_stream.streams.stages.evaluate import parse_eval_id
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass
+class HeldoutAnswers:
+    """An opponent's answers to held-out prompts, kept to be reused by the next evaluation.
+
+    Bounded (least recently used go first): it is a cache, not state; a restarted worker
+    asks the model again, which changes no rating (the answer is the same model's).
+    """
+
+    limit: int = 4096
+    answers: collections.OrderedDict[tuple[str, int, str, str], Generation] = field(
+        default_factory=collections.OrderedDict)
+
+    @staticmethod
+    def key(prompt: Prompt, rated_name: str, version: int) -> tuple[str, int, str, str] | None:
+        parsed = parse_eval_id(prompt.id)
+        if parsed is None:
+            return None
+        content = "\x1f".join(f"{m.role}\x1e{m.content}" for m in prompt.messages)
+        return (rated_name, version, parsed[1], hashlib.sha256(content.encode()).hexdigest())
+
+    def get(self, key: tuple[str, int, str, str]) -> Generation | None:
+        found = self.answers.get(key)
+        if found is not None:
+            self.answers.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, int, str, str], gen: Generation) -> None:
+        self.answers[key] = gen
+        self.answers.move_to_end(key)
+        while len(self.answers) > self.limit:
+            self.answers.popitem(last=False)
 
 
 @dataclass
@@ -33,6 +77,8 @@ class GenerateContext:
     expected_players: list[str]  # every configured player: who collect waits for
     deadline_s: float
     now: Clock = wall_clock
+    # an opponent's held-out answers, reused across target versions (None: always ask)
+    heldout_answers: HeldoutAnswers | None = None
 
 
 async def generate(record: Record, ctx: GenerateContext) -> Outcome:
@@ -48,6 +94,15 @@ async def generate(record: Record, ctx: GenerateContext) -> Outcome:
     )
     if isinstance(ctx.client, ReferenceClient):
         return reference(prompt, base, ctx, out)
+    memo = ctx.heldout_answers
+    key = memo.key(prompt, ctx.rated_name, ctx.client.version) if memo is not None else None
+    if memo is not None and key is not None and (earlier := memo.get(key)) is not None:
+        out.count(f"generate.{ctx.player}.reused")
+        out.emit("generations", prompt.id, Generation(
+            **base, answer=earlier.answer, latency_s=earlier.latency_s,
+            prompt_tokens=earlier.prompt_tokens, completion_tokens=earlier.completion_tokens,
+            token_source=earlier.token_source, attempts=0, ts=ctx.now()))
+        return out
     started = asyncio.get_running_loop().time()
     messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
     try:
@@ -71,6 +126,8 @@ async def generate(record: Record, ctx: GenerateContext) -> Outcome:
         )
         gen = with_token_counts(gen)  # the server's usage, else counted
         out.count(f"generate.{ctx.player}")
+        if memo is not None and key is not None:
+            memo.put(key, gen)
     out.emit("generations", prompt.id, gen)
     return out
 
