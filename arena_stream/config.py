@@ -222,6 +222,10 @@ class TrainingConfig(_Section):
     gradient_accumulation_steps: AtLeastOne = 1
     max_length: Annotated[int, msgspec.Meta(ge=16)] = 512
     dpo_beta: Positive = 0.1
+    # DPO's own step size (unset: learning_rate). Preference optimisation wants far smaller
+    # steps than SFT (TRL's defaults: 1e-6 against SFT's 2e-5); at SFT's rate the policy
+    # runs away from its reference within a few steps and unlearns what SFT taught.
+    dpo_learning_rate: Positive | None = None
     seed: Count = 0
     # Experiment tracking, as TRL takes it: "none", "all", an integration ("tensorboard",
     # "wandb", "mlflow", "comet_ml", ...) or a list of them. Each run is named after its job;

@@ -18,10 +18,12 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import msgspec
 import pytest
 
+from arena_stream.arena.kinds import kind
 from arena_stream.config import ConfigError, TrainingConfig, loads
 from arena_stream.schemas import JobStatus, TrainingProgress, decode_jobs_record, encode
 from arena_stream.trainers import arguments
 from arena_stream.trainers.common import ProgressCallback, trl_config_args
+from arena_stream.trainers.dpo import dpo_args
 from arena_stream.trainers.service import _progress
 from tests.conftest import config_text
 
@@ -155,6 +157,15 @@ def test_pass_through_arguments_reach_the_trl_configs(tmp_path: Path) -> None:
     assert sft.output_dir == str(tmp_path / "job-1")
     dpo = DPOConfig(**trl_config_args(cfg, tmp_path / "job-2", "dpo", {"beta": 0.2}))
     assert (dpo.label_smoothing, dpo.beta, dpo.max_grad_norm) == (0.3, 0.2, 0.5)
+    assert dpo.learning_rate == sft.learning_rate == cfg.learning_rate
+    # DPO's own step size, when set, for DPO jobs only; a job records what it resolves to
+    slow = msgspec.structs.replace(cfg, dpo_learning_rate=5e-6)
+    dpo = DPOConfig(**trl_config_args(slow, tmp_path / "job-3", "dpo", dpo_args(slow)))
+    sft = SFTConfig(**trl_config_args(slow, tmp_path / "job-4", "sft", {}))
+    assert (dpo.learning_rate, sft.learning_rate) == (5e-6, cfg.learning_rate)
+    assert kind("dpo").hyperparameters(cfg)["dpo_learning_rate"] == cfg.learning_rate
+    assert kind("dpo").hyperparameters(slow)["dpo_learning_rate"] == 5e-6
+    assert "dpo_learning_rate" not in kind("sft").hyperparameters(slow)
     # a config built in code is held to the same rule
     owned = TrainingConfig(trl_args={"save_strategy": "steps"})
     with pytest.raises(ValueError, match="save_strategy set by arena-stream itself"):

@@ -44,7 +44,7 @@ from typing import Any
 _FIELD = "set by [training] {}"
 OWNED: dict[str, str] = {
     "output_dir": "each job writes its version under [training] model_dir",
-    "learning_rate": _FIELD.format("learning_rate"),
+    "learning_rate": "set by [training] learning_rate (dpo_learning_rate for DPO)",
     "num_train_epochs": _FIELD.format("epochs"),
     "max_steps": _FIELD.format("max_steps"),
     "per_device_train_batch_size": _FIELD.format("batch_size"),

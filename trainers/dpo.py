@@ -61,6 +61,14 @@ def dpo_dataset(pairs: list[DPOPair], system_prompt: str | None = None) -> Any:
     return Dataset.from_list([dpo_example(p, system_prompt) for p in pairs])
 
 
+def dpo_args(cfg: TrainingConfig) -> dict[str, Any]:
+    """DPOConfig's arguments of DPO's own: its beta, its loss, its learning rate when set."""
+    own: dict[str, Any] = {"beta": cfg.dpo_beta, "loss_type": ["sigmoid"]}
+    if cfg.dpo_learning_rate is not None:
+        own["learning_rate"] = cfg.dpo_learning_rate
+    return own
+
+
 def prepare_dpo(
     pairs: list[DPOPair],
     cfg: TrainingConfig,
@@ -77,8 +85,7 @@ def prepare_dpo(
     model, tokenizer, peft_config = load_policy(
         cfg, base_model=base_model, parent_adapter=parent_adapter
     )
-    args = DPOConfig(**trl_config_args(
-        cfg, out_dir, "dpo", {"beta": cfg.dpo_beta, "loss_type": ["sigmoid"]}))
+    args = DPOConfig(**trl_config_args(cfg, out_dir, "dpo", dpo_args(cfg)))
     progress = ProgressCallback(on_log, every_s=cfg.progress_every_s)
     trainer = DPOTrainer(
         model=model,

@@ -73,7 +73,11 @@ class TrainingKind:
     def hyperparameters(self, cfg: TrainingSettings) -> dict[str, Any]:
         """What a job of this kind is trained with: the shared settings plus its own."""
         shared = {name: getattr(cfg, name) for name in SHARED_HYPERPARAMETERS}
-        return {**shared, **{name: getattr(cfg, name) for name in self.extra_hyperparameters}}
+        own = {name: getattr(cfg, name) for name in self.extra_hyperparameters}
+        # an unset override is recorded as what it resolves to: a job says how it was trained
+        return {**shared, **{name: shared["learning_rate"] if value is None and
+                             name.endswith("learning_rate") else value
+                             for name, value in own.items()}}
 
     def prepare(self) -> Callable[..., Any]:
         return _load(self.trainer)
@@ -95,6 +99,7 @@ HYPERPARAMETER_BOUNDS: dict[str, tuple[float, float]] = {
     "learning_rate": (1e-8, 1.0), "epochs": (0.0, 100.0), "max_steps": (-1, 100_000),
     "batch_size": (1, 4096), "gradient_accumulation_steps": (1, 1024),
     "max_length": (8, 131_072), "seed": (0, 2**31 - 1), "dpo_beta": (1e-4, 100.0),
+    "dpo_learning_rate": (1e-8, 1.0),
 }
 
 
@@ -132,7 +137,7 @@ KINDS: dict[str, TrainingKind] = {
             sample=DPOPair,
             select=routing.dpo_pairs,
             batch_field="dpo_batch",
-            extra_hyperparameters=("dpo_beta",),
+            extra_hyperparameters=("dpo_beta", "dpo_learning_rate"),
             trainer="arena_stream.trainers.dpo:prepare_dpo",
             dataset="arena_stream.trainers.dpo:dpo_dataset",
             trl_config="trl:DPOConfig",
