@@ -308,3 +308,20 @@ async def test_a_jump_in_the_offsets_read_is_never_committed_as_done() -> None:
     gaps = consumer._gap.get(tp)
     assert not gaps
     assert commit_point(0, set(seen), lambda o: None) == 10
+
+
+def test_an_idle_partition_is_not_reported_as_a_stuck_commit() -> None:
+    """faust's livelock check reads the time of each partition's last commit: a partition
+    with nothing in flight counts as committed now; one waiting on work keeps its time."""
+    from arena_stream.kafka.commits import mark_caught_up
+
+    idle, working, acked = ("t", 0), ("t", 1), ("t", 2)
+    stamps = {idle: 1.0, working: 1.0, acked: 1.0}
+    consumer = SimpleNamespace(
+        _thread=SimpleNamespace(tp_last_committed_at=stamps),
+        _unacked_messages=[SimpleNamespace(tp=working)],
+        _acked=defaultdict(list, {acked: [7]}),
+        assignment=lambda: {idle, working, acked},
+    )
+    mark_caught_up(consumer, 500.0)
+    assert stamps == {idle: 500.0, working: 1.0, acked: 1.0}

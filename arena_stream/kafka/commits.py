@@ -46,6 +46,7 @@ it is tied to faust-streaming 0.15 and checked by the fault tests.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
@@ -287,6 +288,28 @@ def guard_of(consumer: Any) -> CommitGuard | None:
     return guard
 
 
+def mark_caught_up(consumer: Any, now: float) -> None:
+    """Tell faust's livelock check that a partition with nothing in flight is committed.
+
+    faust logs "Has not committed TP ... (report as bug)" when a partition's last
+    commit is older than ``broker_commit_livelock_soft_timeout`` at the moment new
+    records arrive. A partition that was simply idle (no prompts for five minutes,
+    the usual case while a training job runs) then raises that error on its first
+    new record, before the next commit round. A partition with no event being
+    processed and no acknowledgement waiting has its commit point at its last
+    finished event, which is exactly what the check wants to know; a partition
+    that really waits on unfinished work keeps its old time, so a stuck commit is
+    still reported.
+    """
+    stamps = getattr(getattr(consumer, "_thread", None), "tp_last_committed_at", None)
+    if stamps is None:
+        return
+    busy = {message.tp for message in list(consumer._unacked_messages)}
+    for tp in consumer.assignment():
+        if tp not in busy and not consumer._acked.get(tp):
+            stamps[tp] = now
+
+
 def _patch_faust() -> None:
     import faust.streams
     from faust.transport.consumer import Consumer
@@ -411,7 +434,10 @@ def _patch_faust() -> None:
         guard = guard_of(self)
         if guard is not None and not self.should_stop:
             await guard.heal()
-        return await original_commit(self, *args, **kwargs)
+        done = await original_commit(self, *args, **kwargs)
+        if guard is not None:
+            mark_caught_up(self, time.monotonic())
+        return done
 
     Consumer.getmany = getmany  # type: ignore[method-assign]
     Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
