@@ -76,7 +76,7 @@ data_dir = "{data_dir}"
 
 [broker]
 bootstrap_servers = "{bootstrap}"
-flavor = "tansu"
+flavor = "{args.broker}"
 partitions = 2
 
 {players}
@@ -137,7 +137,9 @@ def slope(points: list[tuple[float, float]]) -> float:
 async def run(args: argparse.Namespace) -> str:
     samples: list[dict[str, Any]] = []
     started = time.monotonic()
-    with EmbeddedBroker() as broker, OpenAIStub(instant) as stub, \
+    given = args.started_broker
+    with (contextlib.nullcontext(given) if given else EmbeddedBroker()) as broker, \
+            OpenAIStub(instant) as stub, \
             tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         text = config_text(broker.address, stub.base_url, port, tmp, args)
@@ -221,7 +223,10 @@ def render(args: argparse.Namespace, samples: list[dict[str, Any]], note: str = 
         "",
         f"`{shlex.join(['python', 'bench/bench_state.py', *sys.argv[1:]])}` on "
         f"{platform.node() or 'this machine'} ({os.cpu_count()} cores), "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.",
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, broker: "
+        f"{'Apache Kafka' if args.broker == 'kafka' else 'the embedded Tansu'}"
+        + "".join(f", {k}={os.environ[k]}" for k in ("MALLOC_ARENA_MAX", "PYTHONMALLOC")
+                  if k in os.environ) + ".",
         "",
         *([note, ""] if note else []),
         f"- {last.get('judged', 0)} prompts judged in {seconds / 60:.1f} min "
@@ -264,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop publishing after this long (0: no limit)")
     parser.add_argument("--report-from", type=Path, metavar="LOG",
                         help="rebuild the report from a run's printed samples, run nothing")
+    parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
+                        help="the embedded Tansu, or an Apache Kafka node started for the run "
+                             "(its jars from Maven, as the tests fetch them)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "state.md")
     args = parser.parse_args(argv)
     if args.report_from:
@@ -277,7 +285,16 @@ def main(argv: list[str] | None = None) -> int:
         report = render(args, samples, note)
     else:
         signal.signal(signal.SIGTERM, _interrupt)
-        report = asyncio.run(run(args))
+        args.started_broker = None
+        if args.broker == "kafka":  # started outside the event loop: its start-up waits block
+            from tests.apache_kafka import ApacheKafka
+
+            args.started_broker = ApacheKafka().start()
+        try:
+            report = asyncio.run(run(args))
+        finally:
+            if args.started_broker is not None:
+                args.started_broker.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     print(report)
