@@ -274,3 +274,47 @@ def test_run_stops_in_order_on_ctrl_c(broker, tmp_path, sig: str) -> None:
     assert time.monotonic() - started < 45
     assert "arena-stream run: interrupted" in stderr
     assert "Traceback" not in stderr
+
+
+async def test_a_worker_that_stops_on_its_own_ends_the_run_as_a_failure() -> None:
+    """Not reported as an interruption: a crashed worker is a failed run (exit 1)."""
+    import asyncio
+
+    from arena_stream.cli import flywheel_run
+
+    class Stopped:
+        async def wait_until_stopped(self) -> None:
+            return None
+
+    async def waits_for_ever() -> None:
+        await asyncio.Event().wait()
+
+    main = asyncio.create_task(waits_for_ever())
+    ending = flywheel_run.Ending()
+    await flywheel_run._interrupt_when_stopped(Stopped(), main, ending)  # type: ignore[arg-type]
+    with contextlib.suppress(asyncio.CancelledError):
+        await main
+    assert main.cancelled() and ending.reason == flywheel_run.WORKER_STOPPED
+    # a signal that comes after does not relabel it
+    flywheel_run._interrupt(main, ending, flywheel_run.SIGNAL)
+    assert ending.reason == flywheel_run.WORKER_STOPPED
+
+
+async def test_run_reports_a_worker_that_stopped_on_its_own(monkeypatch, capsys) -> None:
+    import asyncio
+
+    from arena_stream.cli import flywheel_run
+    from arena_stream.models import preflight
+
+    async def worker_died(*args: object) -> int:
+        ending = args[-1]
+        assert isinstance(ending, flywheel_run.Ending)
+        ending.reason = flywheel_run.WORKER_STOPPED
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(preflight, "check_base_checkpoint", lambda config: None)
+    monkeypatch.setattr(flywheel_run, "Tracker", lambda config: None)
+    monkeypatch.setattr(flywheel_run, "_run", worker_died)
+    code = await flywheel_run.run_flywheel(object(), [], rounds=1, job_timeout=1.0)  # type: ignore[arg-type]
+    assert code == 1
+    assert "FAILED: the worker stopped on its own" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import contextlib
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -36,35 +37,49 @@ async def run_flywheel(
         require([base])  # before anything starts: a wrong checkpoint is a config error
     tracker = Tracker(config)
     started = time.monotonic()
-    signalled = asyncio.Event()
+    ending = Ending()
     try:
-        return await _run(config, lines, rounds, job_timeout, as_json, tracker, started,
-                          signalled)
+        return await _run(config, lines, rounds, job_timeout, as_json, tracker, started, ending)
     except asyncio.CancelledError:
-        if not signalled.is_set():
+        if ending.reason is None:
             raise
-        # Ctrl-C or SIGTERM: faust stopped itself and the run followed, everything closed
-        print("arena-stream run: interrupted", file=sys.stderr)
-        return 130
+        if ending.reason == SIGNAL:
+            # Ctrl-C or SIGTERM: the run stopped in order, everything closed
+            print("arena-stream run: interrupted", file=sys.stderr)
+            return 130
+        print("arena-stream run: FAILED: the worker stopped on its own before the run ended "
+              "(its error is in the log above)", file=sys.stderr)
+        return 1
 
 
-def _interrupt(main: asyncio.Task[Any], signalled: asyncio.Event) -> None:
-    signalled.set()
+SIGNAL = "signal"
+WORKER_STOPPED = "worker stopped"
+
+
+@dataclass
+class Ending:
+    """Why the run's main task was cancelled (None: it was not, or not by the run)."""
+
+    reason: str | None = None
+
+
+def _interrupt(main: asyncio.Task[Any], ending: Ending, reason: str) -> None:
+    if ending.reason is None:
+        ending.reason = reason
     main.cancel()
 
 
-async def _interrupt_when_stopped(
-    app: RunningWorker, main: asyncio.Task[Any], signalled: asyncio.Event
-) -> None:
+async def _interrupt_when_stopped(app: RunningWorker, main: asyncio.Task[Any],
+                                  ending: Ending) -> None:
     """A worker that stopped on its own (a crashed service) ends the run instead of leaving
     it waiting for ever."""
     await app.wait_until_stopped()
-    _interrupt(main, signalled)
+    _interrupt(main, ending, WORKER_STOPPED)
 
 
 async def _run(
     config: Config, lines: list[PromptLine], rounds: int, job_timeout: float, as_json: bool,
-    tracker: Tracker, started: float, signalled: asyncio.Event,
+    tracker: Tracker, started: float, ending: Ending,
 ) -> int:
     from arena_stream.trainers.service import TrainerService
 
@@ -85,8 +100,8 @@ async def _run(
         # finally below, then running_worker's), as at its normal end.
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, _interrupt, main, signalled)
-        watcher = asyncio.create_task(_interrupt_when_stopped(app, main, signalled))
+            loop.add_signal_handler(sig, _interrupt, main, ending, SIGNAL)
+        watcher = asyncio.create_task(_interrupt_when_stopped(app, main, ending))
         if config.training.enabled:
             trainer = TrainerService(config)
             tasks.append(asyncio.create_task(trainer.serve(stop), name="trainer"))
