@@ -28,7 +28,7 @@ run: setup
 test: setup
 	$(BIN)/ruff check .
 	bash scripts/ensure-chromium
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow"
