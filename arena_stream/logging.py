@@ -128,5 +128,10 @@ def configure(level: str = "info", *, json: bool = False, stream: Any = None) ->
         handler.setFormatter(_ScrubbingFormatter(logging.BASIC_FORMAT))
     for noisy in ("aiokafka", "faust", "mode", "httpx", "kafka"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    # faust's producer buffer logs "producer buffer full" as a warning whenever table writes
+    # outrun the broker for a moment: that is its flow control working (the stream waits
+    # for the buffer to drain), nothing a user can act on. Shown at --log-level info.
+    logging.getLogger("faust.transport.producer").setLevel(
+        numeric if numeric <= logging.INFO else logging.ERROR)
     # transformers warns about tokenizer settings on every load; only errors matter here.
     logging.getLogger("transformers").setLevel(max(numeric, logging.ERROR))

@@ -318,3 +318,20 @@ async def test_run_reports_a_worker_that_stopped_on_its_own(monkeypatch, capsys)
     code = await flywheel_run.run_flywheel(object(), [], rounds=1, job_timeout=1.0)  # type: ignore[arg-type]
     assert code == 1
     assert "FAILED: the worker stopped on its own" in capsys.readouterr().err
+
+
+def test_faust_flow_control_is_not_a_warning_a_new_user_sees() -> None:
+    """'producer buffer full' is faust waiting for the broker: shown at info, not at warning."""
+    import io
+    import logging
+
+    from arena_stream import logging as arena_logging
+
+    buffer = logging.getLogger("faust.transport.producer")
+    for level, shown in (("warning", False), ("info", True)):
+        out = io.StringIO()
+        arena_logging.configure(level, stream=out)
+        buffer.warning("producer buffer full size 108")
+        logging.getLogger("faust.transport.consumer").warning("a real faust warning")
+        assert ("producer buffer full" in out.getvalue()) is shown
+        assert "a real faust warning" in out.getvalue()
